@@ -1,0 +1,184 @@
+"""A modality: its declared shape, its likelihood, and how data enters a network.
+
+A modality is declared in the config (``config.model.modalities.NAME``) with a
+likelihood, a shape and a network; everything else (encoder inputs, decoder
+output sizes, log-likelihoods, generation) follows from this module, so a new
+modality is a config change.
+
+Data conventions:
+* ``bernoulli``: values in [0, 1] of the declared shape (e.g. (28, 28, 1)).
+* ``categorical``: shape (C,); data as integer class indices ``[B]`` or as
+  one-hot / soft float vectors ``[B, C]``.
+* ``gaussian``: real values of the declared shape; the variance is fixed
+  (``variance``) or learned per element (``learn_variance``); the mean can pass
+  through ``mean_activation`` (the authors' CelebA attributes use tanh).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jmvae_jax import distributions as D
+from jmvae_jax.errors import ConfigError, allowed
+
+NETWORKS = ("mlp", "conv64")
+MEAN_ACTIVATIONS = {"identity": lambda m: m, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalitySpec:
+  """A modality as declared in the config; hashable, so it can be static under jit."""
+  name: str
+  likelihood: str
+  shape: tuple[int, ...]
+  network: str = "mlp"
+  hidden: tuple[int, ...] = (512, 512)
+  decoder_hidden: tuple[int, ...] = (512, 512)
+  variance: float = 1.0
+  learn_variance: bool = False
+  mean_activation: str = "identity"
+  filters: tuple[int, ...] = (64, 128, 256, 256)
+  dense: int = 1024
+
+  @property
+  def likelihood_fns(self) -> "Likelihood":
+    return LIKELIHOODS[self.likelihood]
+
+  @property
+  def size(self) -> int:
+    return math.prod(self.shape)
+
+  @property
+  def param_shape(self) -> tuple[int, ...]:
+    """Shape of the decoder's output for one example."""
+    factor = self.likelihood_fns.num_params(self)
+    return self.shape[:-1] + (self.shape[-1] * factor,)
+
+  @property
+  def event_ndim(self) -> int:
+    return len(self.shape)
+
+
+# ----------------------------------------------------------------------------
+# Likelihoods: decoder output -> log p(x | z), mean, sample.
+# ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+  num_params: Callable[[ModalitySpec], int]
+  log_prob: Callable[[ModalitySpec, jax.Array, jax.Array], jax.Array]
+  mean: Callable[[ModalitySpec, jax.Array], jax.Array]
+  sample: Callable[[jax.Array, ModalitySpec, jax.Array], jax.Array]
+
+
+def _gaussian_split(spec: ModalitySpec, out: jax.Array):
+  if spec.learn_variance:
+    mean, logvar = jnp.split(out, 2, axis=-1)
+  else:
+    mean, logvar = out, jnp.full_like(out, math.log(spec.variance))
+  return MEAN_ACTIVATIONS[spec.mean_activation](mean), logvar
+
+
+def _gaussian_log_prob(spec, out, x):
+  mean, logvar = _gaussian_split(spec, out)
+  if spec.learn_variance:
+    return D.gaussian_log_prob(mean, logvar, x, spec.event_ndim)
+  return D.gaussian_fixed_log_prob(mean, x, spec.variance, spec.event_ndim)
+
+
+def _gaussian_sample(rng, spec, out):
+  mean, logvar = _gaussian_split(spec, out)
+  return mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+
+
+LIKELIHOODS: dict[str, Likelihood] = {
+    "bernoulli": Likelihood(
+        num_params=lambda s: 1,
+        log_prob=lambda s, out, x: D.bernoulli_log_prob(out, x, s.event_ndim),
+        mean=lambda s, out: jax.nn.sigmoid(out),
+        sample=lambda rng, s, out: jax.random.bernoulli(rng, jax.nn.sigmoid(out)).astype(out.dtype),
+    ),
+    "categorical": Likelihood(
+        num_params=lambda s: 1,
+        log_prob=lambda s, out, x: D.categorical_log_prob(out, x),
+        mean=lambda s, out: jax.nn.softmax(out, axis=-1),
+        sample=lambda rng, s, out: jax.random.categorical(rng, out, axis=-1),
+    ),
+    "gaussian": Likelihood(
+        num_params=lambda s: 2 if s.learn_variance else 1,
+        log_prob=_gaussian_log_prob,
+        mean=lambda s, out: _gaussian_split(s, out)[0],
+        sample=_gaussian_sample,
+    ),
+}
+
+
+def encoder_input(spec: ModalitySpec, x: jax.Array) -> jax.Array:
+  """The float array a network sees: one-hot for integer class labels."""
+  if spec.likelihood == "categorical" and jnp.issubdtype(x.dtype, jnp.integer):
+    return jax.nn.one_hot(x, spec.shape[-1], dtype=jnp.float32)
+  return x.astype(jnp.float32)
+
+
+def batch_dims(spec: ModalitySpec, x) -> tuple[int, ...]:
+  """The leading (non-event) dimensions of a data array of this modality."""
+  if spec.likelihood == "categorical" and jnp.issubdtype(x.dtype, jnp.integer):
+    return tuple(x.shape)
+  return tuple(x.shape[: x.ndim - spec.event_ndim])
+
+
+# ----------------------------------------------------------------------------
+# Validation: one-line errors naming the field, before anything compiles.
+# ----------------------------------------------------------------------------
+
+def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
+  """Builds and validates a ModalitySpec from ``config.model.modalities.NAME``."""
+  field = f"config.model.modalities.{name}"
+  known = {f.name for f in dataclasses.fields(ModalitySpec)} - {"name"}
+  unknown = sorted(set(cfg) - known)
+  if unknown:
+    raise ConfigError(f"{field} has unknown field(s) {unknown}; allowed: {sorted(known)}")
+  if "likelihood" not in cfg or "shape" not in cfg:
+    raise ConfigError(f"{field} needs 'likelihood' ({', '.join(LIKELIHOODS)}) and 'shape'")
+  kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in cfg.items()}
+  spec = ModalitySpec(name=name, **kw)
+  if spec.likelihood not in LIKELIHOODS:
+    raise allowed(f"{field}.likelihood", spec.likelihood, LIKELIHOODS)
+  if spec.network not in NETWORKS:
+    raise allowed(f"{field}.network", spec.network, NETWORKS)
+  if spec.mean_activation not in MEAN_ACTIVATIONS:
+    raise allowed(f"{field}.mean_activation", spec.mean_activation, MEAN_ACTIVATIONS)
+  if not spec.shape or any(not isinstance(d, int) or d <= 0 for d in spec.shape):
+    raise ConfigError(f"{field}.shape={spec.shape!r} must be a non-empty tuple of positive ints")
+  if spec.likelihood == "categorical" and len(spec.shape) != 1:
+    raise ConfigError(f"{field}.shape={spec.shape!r}: a categorical modality has shape (num_classes,)")
+  if spec.network == "conv64" and spec.shape[:2] != (64, 64):
+    raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
+  if spec.network == "conv64" and len(spec.shape) != 3:
+    raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
+  if spec.variance <= 0:
+    raise ConfigError(f"{field}.variance={spec.variance!r} must be > 0")
+  for f in ("hidden", "decoder_hidden", "filters"):
+    if any(not isinstance(h, int) or h <= 0 for h in getattr(spec, f)):
+      raise ConfigError(f"{field}.{f}={getattr(spec, f)!r} must hold positive ints")
+  return spec
+
+
+def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:
+  """Raises a one-line ConfigError if ``x`` does not match the declared modality."""
+  shape, dtype = tuple(x.shape), x.dtype
+  if spec.likelihood == "categorical" and jnp.issubdtype(dtype, jnp.integer):
+    if len(shape) < 1:
+      raise ConfigError(f"{where}[{spec.name!r}] has shape {shape}; expected [batch] labels")
+    return
+  if shape[len(shape) - spec.event_ndim:] != spec.shape or len(shape) <= spec.event_ndim:
+    expected = f"[batch, {', '.join(map(str, spec.shape))}]"
+    if spec.likelihood == "categorical":
+      expected = f"[batch] integer labels or {expected} one-hot"
+    raise ConfigError(
+        f"{where}[{spec.name!r}] has shape {shape}; modality {spec.name!r} "
+        f"({spec.likelihood}) expects {expected}")

@@ -1,0 +1,221 @@
+"""The multimodal VAE as pure functions of its parameters.
+
+A ``Model`` holds Flax modules and no state. Its parameters are a plain dict::
+
+    {"encoder": {"image+label": ..., "image": ..., "label": ...},
+     "decoder": {"image": ..., "label": ...}}
+
+Which encoders and decoders exist is decided by the objective (JMVAE-zero has
+only the joint encoder; JMVAE-kl adds one unimodal encoder per modality; VAE has
+one encoder and one decoder), so parameters an objective never uses are never
+created. Every method is pure: ``method(params, ...) -> arrays``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jmvae_jax import distributions as D
+from jmvae_jax import modalities as M
+from jmvae_jax import networks
+from jmvae_jax.errors import ConfigError, allowed
+
+Params = Mapping[str, Any]
+Batch = Mapping[str, jax.Array]
+
+
+def subset_key(subset) -> str:
+  """The params key of the encoder that sees ``subset``: names joined by '+'."""
+  return "+".join(sorted(subset))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Everything that fixes the architecture; hashable."""
+  modalities: tuple[M.ModalitySpec, ...]
+  latent_dim: int
+  x: str                                   # the paper's x (the image); the rest are w
+  encoders: tuple[tuple[str, ...], ...]    # the subsets that have an encoder
+  decoders: tuple[tuple[str, tuple[str, ...]], ...]   # (target, conditioning names)
+  joint_hidden: tuple[int, ...] = ()
+  activation: str = "leaky_relu"
+  variance_param: str = "log"
+  norm: str = "none"
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(s.name for s in self.modalities)
+
+  @property
+  def w(self) -> tuple[str, ...]:
+    return tuple(n for n in self.names if n != self.x)
+
+  def modality(self, name: str) -> M.ModalitySpec:
+    return {s.name: s for s in self.modalities}[name]
+
+
+def full_components(names, x):
+  """The joint encoder, one unimodal encoder per modality, one decoder per modality."""
+  encoders = (tuple(names),) + tuple((n,) for n in names if len(names) > 1)
+  return encoders, tuple((n, ()) for n in names)
+
+
+def spec_from_config(model_cfg, components=full_components) -> ModelSpec:
+  """Validates ``config.model`` and builds the ModelSpec.
+
+  ``components(names, x) -> (encoder subsets, decoders)`` comes from the objective.
+  """
+  if not model_cfg.get("modalities"):
+    raise ConfigError("config.model.modalities is empty; declare at least one modality")
+  mods = tuple(M.spec_from_config(n, dict(c)) for n, c in sorted(model_cfg.modalities.items()))
+  names = tuple(s.name for s in mods)
+  latent = model_cfg.get("latent_dim", 64)
+  if not isinstance(latent, int) or latent <= 0:
+    raise ConfigError(f"config.model.latent_dim={latent!r} must be an int > 0")
+  x = model_cfg.get("x", names[0])
+  if x not in names:
+    raise allowed("config.model.x", x, names)
+  activation = model_cfg.get("activation", "leaky_relu")
+  if activation not in networks.ACTIVATIONS:
+    raise allowed("config.model.activation", activation, networks.ACTIVATIONS)
+  variance = model_cfg.get("variance_param", "log")
+  if variance not in networks.VARIANCE_PARAMS:
+    raise allowed("config.model.variance_param", variance, networks.VARIANCE_PARAMS)
+  norm = model_cfg.get("norm", "none")
+  if norm not in networks.NORMS:
+    raise allowed("config.model.norm", norm, networks.NORMS)
+  encoders, decoders = components(names, x)
+  return ModelSpec(
+      modalities=mods, latent_dim=latent, x=x,
+      encoders=tuple(tuple(sorted(e)) for e in encoders),
+      decoders=tuple((t, tuple(sorted(c))) for t, c in decoders),
+      joint_hidden=tuple(model_cfg.get("joint_hidden", ())),
+      activation=activation, variance_param=variance, norm=norm)
+
+
+def _fold(x: jax.Array, lead: tuple[int, ...]) -> jax.Array:
+  """[*lead, *event] -> [prod(lead), *event]."""
+  return x.reshape((-1,) + x.shape[len(lead):])
+
+
+class Model:
+  """Pure encode / decode / likelihood / posterior functions over a params dict."""
+
+  def __init__(self, spec: ModelSpec):
+    self.spec = spec
+    kw = dict(activation=spec.activation, norm=spec.norm)
+    self.encoders = {
+        subset_key(s): networks.Encoder(
+            tuple(spec.modality(n) for n in s), spec.latent_dim, spec.joint_hidden,
+            variance_param=spec.variance_param, **kw)
+        for s in spec.encoders}
+    self.decoders = {
+        t: networks.Decoder(spec.modality(t), tuple(spec.modality(c) for c in cond), **kw)
+        for t, cond in spec.decoders}
+    self.conditions = dict(spec.decoders)
+
+  # -- parameters -------------------------------------------------------------
+
+  def init(self, rng: jax.Array) -> dict:
+    """Fresh parameters for every encoder and decoder of the spec."""
+    dummy = {s.name: jnp.zeros((1,) + s.shape, jnp.float32) for s in self.spec.modalities}
+    z = jnp.zeros((1, self.spec.latent_dim), jnp.float32)
+    keys = iter(jax.random.split(rng, len(self.encoders) + len(self.decoders)))
+    enc = {k: m.init(next(keys), {n: dummy[n] for n in k.split("+")})["params"]
+           for k, m in self.encoders.items()}
+    dec = {t: m.init(next(keys), z, dummy)["params"] for t, m in self.decoders.items()}
+    return {"encoder": enc, "decoder": dec}
+
+  # -- the networks as pure functions -------------------------------------------
+
+  def encode(self, params: Params, subset, inputs: Batch) -> D.DiagGaussian:
+    """q(z | the modalities in ``subset``), read from ``inputs`` (data-space values)."""
+    key = subset_key(subset)
+    if key not in self.encoders:
+      raise ConfigError(f"this model has no encoder for {key!r}; it has {sorted(self.encoders)}")
+    names = key.split("+")
+    lead = M.batch_dims(self.spec.modality(names[0]), inputs[names[0]])
+    feats = {n: _fold(M.encoder_input(self.spec.modality(n), inputs[n]), lead) for n in names}
+    q = self.encoders[key].apply({"params": params["encoder"][key]}, feats)
+    return jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), q)
+
+  def decode(self, params: Params, name: str, z: jax.Array, cond: Batch | None = None):
+    """Raw likelihood parameters of modality ``name`` given z of shape [*lead, latent]."""
+    lead = z.shape[:-1]
+    folded_cond = None
+    if self.conditions[name]:
+      folded_cond = {}
+      for c in self.conditions[name]:
+        v = M.encoder_input(self.spec.modality(c), cond[c])
+        v = jnp.broadcast_to(v, lead + v.shape[v.ndim - self.spec.modality(c).event_ndim:])
+        folded_cond[c] = _fold(v, lead)
+    out = self.decoders[name].apply({"params": params["decoder"][name]}, _fold(z, lead),
+                                    folded_cond)
+    return out.reshape(lead + out.shape[1:])
+
+  def log_likelihood(self, params: Params, name: str, z: jax.Array, x: jax.Array,
+                     cond: Batch | None = None) -> jax.Array:
+    """log p(x_name | z [, cond]) with shape [*lead]; x broadcasts against z's lead."""
+    spec = self.spec.modality(name)
+    return spec.likelihood_fns.log_prob(spec, self.decode(params, name, z, cond), x)
+
+  def generate(self, params: Params, name: str, z: jax.Array, cond: Batch | None = None,
+               rng: jax.Array | None = None) -> jax.Array:
+    """The decoder's mean of modality ``name`` (or a sample, if ``rng`` is given)."""
+    spec = self.spec.modality(name)
+    out = self.decode(params, name, z, cond)
+    if rng is None:
+      return spec.likelihood_fns.mean(spec, out)
+    return spec.likelihood_fns.sample(rng, spec, out)
+
+  # -- bidirectional inference -----------------------------------------------------
+
+  def posterior_encoder(self, present) -> tuple[str, ...]:
+    """The encoder used for the modalities ``present``: its own if the model has one
+    (JMVAE-kl's unimodal encoders), else the smallest one that sees them all, with
+    the missing modalities fed as zeros (JMVAE-zero)."""
+    present = tuple(sorted(present))
+    have = [tuple(s) for s in self.spec.encoders]
+    cands = [s for s in have if set(present) <= set(s)]
+    if not cands:
+      raise ConfigError(f"no encoder of this model sees {present}; encoders: {have}")
+    return min(cands, key=len)
+
+  def posterior(self, params: Params, inputs: Batch) -> D.DiagGaussian:
+    """q(z | the modalities present in ``inputs``), as the model's variant defines it."""
+    present = [n for n in self.spec.names if n in inputs]
+    subset = self.posterior_encoder(present)
+    ref = self.spec.modality(present[0])
+    lead = M.batch_dims(ref, inputs[present[0]])
+    filled = dict(inputs)
+    for n in subset:
+      if n not in inputs:
+        filled[n] = jnp.zeros(lead + self.spec.modality(n).shape, jnp.float32)
+    return self.encode(params, subset, filled)
+
+  def translate(self, params: Params, rng: jax.Array, inputs: Batch, target: str,
+                sample_z: bool = True) -> jax.Array:
+    """Generates modality ``target`` from the modalities in ``inputs`` (e.g. label to
+    image, image to label): z from the posterior (its mean if not ``sample_z``),
+    then the target decoder's mean. A decoder conditioned on the inputs (CVAE)
+    draws z from its prior N(0, I) instead."""
+    present = set(inputs) & set(self.spec.names)
+    if present and present <= set(self.conditions.get(target, ())):
+      # The decoder itself is conditioned on the inputs (CVAE): z ~ p(z) = N(0, I).
+      ref = self.spec.modality(sorted(present)[0])
+      lead = M.batch_dims(ref, inputs[ref.name])
+      q = D.DiagGaussian(*(jnp.zeros(lead + (self.spec.latent_dim,)),) * 2)
+    else:
+      q = self.posterior(params, inputs)
+    z = D.sample(rng, q) if sample_z else q.mean
+    return self.generate(params, target, z, inputs)
+
+  def check_batch(self, batch: Batch, names=None, where: str = "batch") -> None:
+    """One-line ConfigError if the batch lacks a modality or has a wrong shape."""
+    for n in names or self.spec.names:
+      if n not in batch:
+        raise ConfigError(f"{where} has no modality {n!r}; it has {sorted(batch)}")
+      M.check_data(self.spec.modality(n), batch[n], where)

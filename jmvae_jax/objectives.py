@@ -1,0 +1,202 @@
+"""Training objectives as pure functions, registered by name.
+
+Every objective has the signature::
+
+    fn(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0,
+       warmup_scope="prior", reduce=True) -> (loss, terms)
+
+``loss`` is the quantity to minimise (the negative bound plus penalties) and
+``terms`` a dict of named per-example values (``elbo`` is always the unweighted
+bound the objective maximises). With ``reduce=False`` both keep the batch axis,
+so evaluation gets per-example values from the training code.
+
+``kl_weight`` is the warm-up weight beta. The authors' code scales only the KL
+to the prior (``warmup_scope="prior"``); MultiVae scales every KL term
+(``warmup_scope="all"``).
+
+A user's own loss is named in the config as ``package.module:function``. It may
+carry an attribute ``components`` (a function ``(names, x) -> (encoder subsets,
+decoders)``); without it the model gets the joint encoder, one unimodal encoder
+per modality and one decoder per modality.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jmvae_jax import distributions as D
+from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.model import full_components
+
+WARMUP_SCOPES = ("prior", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  name: str
+  fn: Callable
+  components: Callable = full_components
+
+
+REGISTRY: dict[str, Objective] = {}
+
+
+def register(name: str, components: Callable = full_components):
+  """Decorator: makes ``fn`` selectable as ``config.objective.name = name``."""
+  def wrap(fn):
+    REGISTRY[name] = Objective(name, fn, components)
+    return fn
+  return wrap
+
+
+def _finish(loss, terms, reduce: bool):
+  terms = dict(terms, loss=loss)
+  if reduce:
+    terms = {k: jnp.mean(v) for k, v in terms.items()}
+  return terms["loss"], terms
+
+
+def _warmup(kl_weight, warmup_scope):
+  """(weight on the prior KL, weight on the other KL terms)."""
+  if warmup_scope not in WARMUP_SCOPES:
+    raise allowed("config.objective.warmup_scope", warmup_scope, WARMUP_SCOPES)
+  return kl_weight, (kl_weight if warmup_scope == "all" else 1.0)
+
+
+def _reconstructions(model, params, z, batch, names, cond=None):
+  return {f"recon/{n}": model.log_likelihood(params, n, z, batch[n], cond) for n in names}
+
+
+def joint_elbo(model, params, batch, rng):
+  """Eq. 3 terms: z ~ q(z|all), log p(x_m|z) for every modality, KL(q || p(z)).
+
+  Returns (terms, q)."""
+  names = model.spec.names
+  q = model.encode(params, names, batch)
+  z = D.sample(rng, q)
+  terms = _reconstructions(model, params, z, batch, names)
+  terms["kl/prior"] = D.kl_to_standard_normal(q)
+  terms["elbo"] = sum(terms[f"recon/{n}"] for n in names) - terms["kl/prior"]
+  return terms, q
+
+
+# ----------------------------------------------------------------------------
+# The JMVAE family.
+# ----------------------------------------------------------------------------
+
+def _joint_only(names, x):
+  return (tuple(names),), tuple((n, ()) for n in names)
+
+
+@register("jmvae", components=_joint_only)
+@register("jmvae_zero", components=_joint_only)
+def jmvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
+          reduce=True):
+  """The JMVAE bound (Eq. 3). JMVAE-zero trains with it and, lacking unimodal
+  encoders, infers from one modality by feeding zeros for the others."""
+  del alpha
+  w_prior, _ = _warmup(kl_weight, warmup_scope)
+  terms, _ = joint_elbo(model, params, batch, rng)
+  recon = terms["elbo"] + terms["kl/prior"]
+  return _finish(-(recon - w_prior * terms["kl/prior"]), terms, reduce)
+
+
+@register("jmvae_kl", components=full_components)
+def jmvae_kl(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
+             reduce=True):
+  """JMVAE-kl (Eq. 4), for M modalities:
+  L(x_1..x_M) - alpha * sum_m KL(q(z|x_1..x_M) || q(z|x_m))."""
+  w_prior, w_other = _warmup(kl_weight, warmup_scope)
+  terms, q = joint_elbo(model, params, batch, rng)
+  penalty = 0.0
+  for n in model.spec.names:
+    terms[f"kl/{n}"] = D.kl(q, model.encode(params, (n,), batch))
+    penalty = penalty + terms[f"kl/{n}"]
+  terms["elbo_kl"] = terms["elbo"] - alpha * penalty
+  recon = terms["elbo"] + terms["kl/prior"]
+  loss = -(recon - w_prior * terms["kl/prior"] - alpha * w_other * penalty)
+  return _finish(loss, terms, reduce)
+
+
+# ----------------------------------------------------------------------------
+# The baselines of the paper's tables. x is config.model.x; w are the others.
+# ----------------------------------------------------------------------------
+
+@register("vae", components=lambda names, x: (((x,),), ((x, ()),)))
+def vae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
+        reduce=True):
+  """VAE on x alone: E_q(z|x) log p(x|z) - KL(q(z|x) || p(z))."""
+  del alpha
+  w_prior, _ = _warmup(kl_weight, warmup_scope)
+  x = model.spec.x
+  q = model.encode(params, (x,), batch)
+  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,))
+  terms["kl/prior"] = D.kl_to_standard_normal(q)
+  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
+  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+
+
+def _cvae_components(names, x):
+  return (tuple(names),), ((x, tuple(n for n in names if n != x)),)
+
+
+@register("cvae", components=_cvae_components)
+def cvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
+         reduce=True):
+  """CVAE, a bound on log p(x|w): E_q(z|x,w) log p(x|z,w) - KL(q(z|x,w) || N(0, I))."""
+  del alpha
+  w_prior, _ = _warmup(kl_weight, warmup_scope)
+  x, names = model.spec.x, model.spec.names
+  q = model.encode(params, names, batch)
+  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,), cond=batch)
+  terms["kl/prior"] = D.kl_to_standard_normal(q)
+  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
+  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+
+
+def _cmma_components(names, x):
+  w = tuple(n for n in names if n != x)
+  return (tuple(names), w), ((x, ()),)
+
+
+@register("cmma", components=_cmma_components)
+def cmma(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
+         reduce=True):
+  """CMMA, a bound on log p(x|w) with a learned prior p(z|w) (the encoder of w):
+  E_q(z|x,w) log p(x|z) - KL(q(z|x,w) || p(z|w))."""
+  del alpha
+  w_prior, _ = _warmup(kl_weight, warmup_scope)
+  x, names = model.spec.x, model.spec.names
+  q = model.encode(params, names, batch)
+  prior = model.encode(params, model.spec.w, batch)
+  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,))
+  terms["kl/prior"] = D.kl(q, prior)
+  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
+  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+
+
+# ----------------------------------------------------------------------------
+# Lookup by name, including a user's own ``package.module:function``.
+# ----------------------------------------------------------------------------
+
+def get(name: str) -> Objective:
+  """The objective registered as ``name``, or a user function ``module:function``."""
+  if name in REGISTRY:
+    return REGISTRY[name]
+  if ":" in name:
+    module_name, _, fn_name = name.partition(":")
+    try:
+      module = importlib.import_module(module_name)
+    except ImportError as e:
+      raise ConfigError(f"config.objective.name={name!r}: cannot import {module_name!r} ({e})")
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+      raise ConfigError(f"config.objective.name={name!r}: {module_name!r} has no function "
+                        f"{fn_name!r}")
+    return Objective(name, fn, getattr(fn, "components", full_components))
+  raise ConfigError(f"config.objective.name={name!r} is not valid; allowed: "
+                    f"{', '.join(map(repr, sorted(REGISTRY)))} or 'package.module:function'")
