@@ -55,7 +55,7 @@ def train_step(state: TrainState, batch, rng, kl_weight, *, model, loss_fn, opti
   (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  terms["grad_norm"] = optax.global_norm(grads)
+  terms["grad_norm"] = optax.tree.norm(grads)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
 
 

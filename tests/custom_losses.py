@@ -1,0 +1,19 @@
+"""A user's own losses, selected by ``config.objective.name = 'tests.custom_losses:NAME'``."""
+import jax.numpy as jnp
+
+from jmvae_jax import distributions as D
+
+
+def image_only_elbo(model, params, batch, rng, *, kl_weight=1.0, reduce=True, **_):
+  """An ELBO that reconstructs the image only, from the joint encoder.
+
+  It gets the default components (every encoder and decoder), so the label
+  decoder and the unimodal encoders exist but must receive no gradient."""
+  q = model.encode(params, model.spec.names, batch)
+  recon = model.log_likelihood(params, "image", D.sample(rng, q), batch["image"])
+  kl = D.kl_to_standard_normal(q)
+  loss = -(recon - kl_weight * kl)
+  terms = {"recon/image": recon, "kl/prior": kl, "elbo": recon - kl, "loss": loss}
+  if reduce:
+    terms = {k: jnp.mean(v) for k, v in terms.items()}
+  return terms["loss"], terms

@@ -1,0 +1,164 @@
+"""Networks, bidirectional inference and config validation."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import jmvae_jax
+from jmvae_jax import ConfigError
+from configs import mnist
+from tests.test_objectives import mnist_batch, smoke
+
+
+def np_leaky(x):
+  return np.where(x > 0, x, 0.01 * x)
+
+
+def np_dense(p, x):
+  return x @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def np_encoder(p, inputs):
+  """A float64 numpy forward pass of an MLP Encoder (sorted branches, concat, head)."""
+  feats = []
+  for name in sorted(inputs):
+    h = inputs[name].reshape(len(inputs[name]), -1).astype(np.float64)
+    branch = p[f"branch_{name}"]
+    for i in range(len(branch)):
+      h = np_leaky(np_dense(branch[f"dense{i}"], h))
+    feats.append(h)
+  h = np.concatenate(feats, -1)
+  return np_dense(p["head"]["mean"], h), np_dense(p["head"]["variance"], h)
+
+
+def test_jmvae_zero_single_modality_posterior_is_the_joint_encoder_fed_zeros():
+  model, _ = jmvae_jax.build(smoke("jmvae_zero"))
+  params = model.init(jax.random.PRNGKey(0))
+  batch = mnist_batch(5)
+  joint = params["encoder"]["image+label"]
+  q_img = model.posterior(params, {"image": batch["image"]})
+  mean, logvar = np_encoder(joint, {"image": batch["image"], "label": np.zeros((5, 10))})
+  np.testing.assert_allclose(q_img.mean, mean, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(q_img.logvar, logvar, rtol=1e-4, atol=1e-5)
+  q_lab = model.posterior(params, {"label": batch["label"]})
+  one_hot = np.eye(10)[batch["label"]]
+  mean, _ = np_encoder(joint, {"image": np.zeros((5, 28, 28, 1)), "label": one_hot})
+  np.testing.assert_allclose(q_lab.mean, mean, rtol=1e-4, atol=1e-5)
+  q_both = model.posterior(params, batch)
+  mean, _ = np_encoder(joint, {"image": batch["image"], "label": one_hot})
+  np.testing.assert_allclose(q_both.mean, mean, rtol=1e-4, atol=1e-5)
+
+
+def test_jmvae_kl_single_modality_posterior_is_its_unimodal_encoder():
+  model, _ = jmvae_jax.build(smoke("jmvae_kl"))
+  params = model.init(jax.random.PRNGKey(0))
+  batch = mnist_batch(4)
+  q = model.posterior(params, {"image": batch["image"]})
+  mean, logvar = np_encoder(params["encoder"]["image"], {"image": batch["image"]})
+  np.testing.assert_allclose(q.mean, mean, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(q.logvar, logvar, rtol=1e-4, atol=1e-5)
+
+
+def test_bidirectional_generation_shapes_and_ranges():
+  model, _ = jmvae_jax.build(smoke("jmvae_kl"))
+  params = model.init(jax.random.PRNGKey(0))
+  batch = mnist_batch(6)
+  rng = jax.random.PRNGKey(1)
+  image = model.translate(params, rng, {"label": batch["label"]}, "image")
+  probs = model.translate(params, rng, {"image": batch["image"]}, "label", sample_z=False)
+  assert image.shape == (6, 28, 28, 1) and np.all((image >= 0) & (image <= 1))
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  labels = model.generate(params, "label", jnp.zeros((6, 8)), rng=rng)
+  assert labels.shape == (6,) and labels.dtype == jnp.int32
+  pixels = model.generate(params, "image", jnp.zeros((2, 3, 8)), rng=rng)
+  assert pixels.shape == (2, 3, 28, 28, 1) and set(np.unique(pixels)) <= {0.0, 1.0}
+
+
+def test_cvae_generates_x_from_w_with_the_standard_normal_prior():
+  model, _ = jmvae_jax.build(smoke("cvae"))
+  params = model.init(jax.random.PRNGKey(0))
+  label = jnp.arange(4)
+  got = model.translate(params, jax.random.PRNGKey(0), {"label": label}, "image",
+                        sample_z=False)
+  want = model.generate(params, "image", jnp.zeros((4, 8)), {"label": label})
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def celeba_like_config():
+  c = mnist.get_config("smoke")
+  c.model.latent_dim = 16
+  c.model.activation = "relu"
+  c.model.norm = "layer"
+  c.model.modalities = ml_collections.ConfigDict()
+  c.model.modalities.image = dict(likelihood="gaussian", shape=(64, 64, 3), network="conv64",
+                                  filters=(8, 8, 16, 16), dense=32)
+  c.model.modalities.attributes = dict(likelihood="gaussian", shape=(40,), hidden=(32, 32),
+                                       decoder_hidden=(32, 32), mean_activation="tanh")
+  return c
+
+
+def test_celeba_conv_encoder_and_decoder_shapes():
+  model, loss_fn = jmvae_jax.build(celeba_like_config())
+  params = model.init(jax.random.PRNGKey(0))
+  enc = params["encoder"]["image"]["branch_image"]
+  assert [enc[f"conv{i}"]["kernel"].shape for i in range(4)] == [
+      (4, 4, 3, 8), (4, 4, 8, 8), (4, 4, 8, 16), (4, 4, 16, 16)]
+  assert enc["dense"]["kernel"].shape == (4 * 4 * 16, 32)
+  batch = {"image": jnp.full((2, 64, 64, 3), 0.5), "attributes": jnp.ones((2, 40))}
+  out = model.decode(params, "image", jnp.zeros((2, 16)))
+  assert out.shape == (2, 64, 64, 3)
+  attrs = model.generate(params, "attributes", jnp.zeros((2, 16)))
+  assert attrs.shape == (2, 40) and np.all(np.abs(attrs) <= 1)
+  loss, terms = loss_fn(model, params, batch, jax.random.PRNGKey(1))
+  assert np.isfinite(loss) and terms["recon/image"].shape == ()
+
+
+def expect_error(config, *fragments):
+  with pytest.raises(ConfigError) as e:
+    jmvae_jax.build(config)
+  msg = str(e.value)
+  assert "\n" not in msg
+  for f in fragments:
+    assert f in msg, msg
+
+
+def test_bad_configs_give_one_line_errors_naming_the_field():
+  c = smoke("jmvae_kl")
+  c.objective.name = "jmave"
+  expect_error(c, "config.objective.name", "'jmvae_kl'")
+  c = smoke("jmvae_kl", alpha=-0.1)
+  expect_error(c, "config.objective.alpha", ">= 0")
+  c = smoke("jmvae_kl")
+  c.model.latent_dim = 0
+  expect_error(c, "config.model.latent_dim", "> 0")
+  c = smoke("jmvae_kl")
+  c.model.modalities.image.likelihood = "bernouli"
+  expect_error(c, "config.model.modalities.image.likelihood", "'bernoulli'", "'categorical'")
+  c = smoke("jmvae_kl")
+  c.model.activation = "gelu"
+  expect_error(c, "config.model.activation", "'leaky_relu'")
+  c = smoke("jmvae_kl", warmup_scope="everything")
+  expect_error(c, "config.objective.warmup_scope", "'prior'", "'all'")
+  c = smoke("no_such_module_xyz:loss")
+  expect_error(c, "config.objective.name", "no_such_module_xyz")
+  c = smoke("jmvae_kl")
+  c.model.modalities.label.shape = (10, 2)
+  expect_error(c, "config.model.modalities.label.shape", "num_classes")
+  c = celeba_like_config()
+  c.model.modalities.image.shape = (32, 32, 3)
+  expect_error(c, "config.model.modalities.image.shape", "(64, 64, C)")
+
+
+def test_batches_that_do_not_match_the_declared_modalities_are_rejected():
+  model, _ = jmvae_jax.build(smoke("jmvae_kl"))
+  good = mnist_batch(3)
+  model.check_batch(good)
+  model.check_batch({"image": good["image"], "label": np.eye(10, dtype=np.float32)[:3]})
+  with pytest.raises(ConfigError, match=r"batch\['image'\] has shape \(3, 28, 28\); .*"
+                     r"expects \[batch, 28, 28, 1\]"):
+    model.check_batch({"image": good["image"][..., 0], "label": good["label"]})
+  with pytest.raises(ConfigError, match=r"batch\['label'\] has shape \(3, 9\)"):
+    model.check_batch({"image": good["image"], "label": np.zeros((3, 9), np.float32)})
+  with pytest.raises(ConfigError, match="batch has no modality 'label'"):
+    model.check_batch({"image": good["image"]})
