@@ -1,0 +1,889 @@
+"""Datasets and tf.data input pipelines: MNIST, Fashion-MNIST, CelebA, Shapes.
+
+``load(config.data, seed)`` returns a :class:`Dataset` whose batches are dicts
+keyed by modality name, as numpy arrays:
+
+* ``mnist`` / ``fashion_mnist``: ``image`` float32 [B, 28, 28, 1] in {0, 1}
+  (binarised; in [0, 1] with ``binarize="none"``), ``label`` int32 [B].
+* ``celeba``: ``image`` float32 [B, S, S, 3] in [0, 1] (S = ``image_size``,
+  64), ``attributes`` float32 [B, 40] in {-1, 1}.
+* ``shapes``: ``image`` float32 [B, S, S, 3] in [0, 1] (S = ``image_size``,
+  32), ``attributes`` float32 [B, 7] in {-1, 1} (:data:`SHAPES_ATTRIBUTES`).
+
+Where the data comes from (``config.data.source``):
+
+* ``tfds``: ``tfds`` datasets ``mnist``, ``fashion_mnist``, ``celeb_a`` under
+  ``data_dir`` (tfds's default when empty). Nothing is downloaded unless
+  ``download=True``; a missing dataset is a ConfigError saying how to get it.
+* ``idx``: a directory of the four standard IDX files (gzipped or not), e.g.
+  Debian's ``dataset-fashion-mnist`` in /usr/share/datasets/fashion-mnist.
+* ``release``: the CelebA release files in ``data_dir``; they are cropped,
+  resized and written once as a tfds dataset under ``cache_dir`` by
+  :class:`CelebaRelease`, then read from there.
+* ``generated``: the Shapes set, drawn with numpy from ``data_seed`` and written
+  once as a tfds dataset under ``data_dir`` by :class:`ShapesBuilder`.
+
+Determinism. Every process reads a fixed, disjoint shard of each split
+(example ``i`` goes to process ``i % process_count``); training shards are cut
+to ``n // process_count`` examples so every process runs the same number of
+steps. An epoch's order is a numpy permutation seeded by ``(seed, epoch)``
+(CelebA, which streams from disk, uses a ``shuffle_buffer`` seeded the same
+way). Dynamic binarisation draws ``Bernoulli(intensity)`` with
+``tf.random.stateless_uniform`` keyed by ``(seed, epoch, example index)``; the
+test set (and a ``static`` training set) is keyed by ``(binarize_seed,
+index)``, the same for every run. So a resumed run sees identical batches.
+
+``default_config(name)`` lists every field with its default; ``describe``
+gives a one-line summary for logs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import math
+import os
+import tempfile
+import zipfile
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jmvae_jax.errors import ConfigError, allowed
+
+try:  # tf.data only: keep TensorFlow off any accelerator JAX uses.
+  tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):
+  pass
+
+NAMES = ("mnist", "fashion_mnist", "celeba", "shapes")
+SOURCES = {"mnist": ("tfds", "idx"), "fashion_mnist": ("tfds", "idx"),
+           "celeba": ("tfds", "release"), "shapes": ("generated",)}
+SPLITS = ("paper", "authors")
+BINARIZE = ("dynamic", "static", "none")
+CELEBA_SPLITS = ("paper", "official")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+CELEBA_ATTRIBUTES = tuple((
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
+    "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes "
+    "No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling "
+    "Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
+    "Wearing_Necktie Young").split())
+CELEBA_FILES = {"attributes": "list_attr_celeba.txt", "partition": "list_eval_partition.txt",
+                "images": "img_align_celeba"}
+SHAPES_ATTRIBUTES = ("square", "big", "right", "bottom", "red", "green", "blue")
+
+# Salts that keep the random streams apart.
+_TRAIN_SALT, _STATIC_SALT, _TEST_SALT, _SHUFFLE_SALT = 1, 2, 3, 4
+
+# The fields of config.data (``name`` is required):
+#   source        where the data comes from; "" = the dataset's first in SOURCES.
+#   data_dir      tfds: its data dir ("" = tfds's default); idx: the IDX files ("" = /usr/share/
+#                 datasets/fashion-mnist for fashion_mnist); release: the CelebA files; generated:
+#                 where the Shapes tfds dataset is written ("" = <tmp>/jmvae_jax_tfds).
+#   download      tfds only: let tfds download a dataset that is not prepared (needs network).
+#   split         "paper": the first num_train training images (MNIST: 50,000; with tfds, its
+#                 stored order, a fixed subset); "authors": all 60,000. Too few -> ConfigError.
+#   num_train     the paper split's size (MNIST-like); the generated train size (shapes).
+#   binarize      "dynamic": Bernoulli(intensity) per (seed, epoch, index); "static": once, by
+#                 binarize_seed; "none": grey levels. The test set: once, by binarize_seed.
+#   binarize_seed the fixed seed of the test (and static) binarisation, not the run's seed.
+#   image_size    side of the square images (CelebA 64, Shapes 32).
+#   crop          CelebA: side of the centred square crop before resizing; 0 = the largest.
+#   celeba_split  "paper": a random test_fraction of all 202,599 images (by split_seed; the
+#                 paper's OpenCV face filter is not applied); "official": list_eval_partition's
+#                 train (0) and test (2); validation (1) unused.
+#   shuffle_buffer CelebA streams from disk: the shuffle buffer, in examples.
+#   cache_dir     release: where the built tfds dataset goes ("" = <data_dir>/tfds).
+#   num_test, data_seed  shapes: test size and the generation seed (fixed data across runs).
+_COMMON = dict(source="", data_dir="", download=False)
+_MNIST = dict(split="paper", num_train=50_000, binarize="dynamic", binarize_seed=0)
+DEFAULTS = {
+    "mnist": dict(_COMMON, source="tfds", **_MNIST),
+    "fashion_mnist": dict(_COMMON, source="tfds", **_MNIST),
+    "celeba": dict(_COMMON, source="tfds", image_size=64, crop=0, celeba_split="paper",
+                   test_fraction=0.1, split_seed=0, shuffle_buffer=20_000, cache_dir=""),
+    "shapes": dict(_COMMON, source="generated", num_train=20_000, num_test=2_000, image_size=32,
+                   data_seed=0),
+}
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """``config.data`` for dataset ``name`` with every field at its default."""
+  if name not in DEFAULTS:
+    raise allowed("config.data.name", name, NAMES)
+  return ml_collections.ConfigDict(dict(DEFAULTS[name], name=name))
+
+
+# ----------------------------------------------------------------------------
+# The config: every field read and checked here, before any data is touched.
+# ----------------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _field(cfg, name: str, key: str):
+  value = cfg.get(key, None) if hasattr(cfg, "get") else None
+  return DEFAULTS[name][key] if value is None else value
+
+
+def _int(cfg, name, key, minimum=0) -> int:
+  v = _field(cfg, name, key)
+  if not _is_int(v) or v < minimum:
+    raise ConfigError(f"config.data.{key}={v!r} must be an int >= {minimum}")
+  return int(v)
+
+
+def _choice(cfg, name, key, options) -> str:
+  v = _field(cfg, name, key)
+  if v not in options:
+    raise allowed(f"config.data.{key}", v, options)
+  return v
+
+
+def resolve(data_cfg) -> dict[str, Any]:
+  """The data config as a plain dict with every field filled in and checked."""
+  if data_cfg is None or not hasattr(data_cfg, "get"):
+    raise ConfigError(f"config.data must be a ConfigDict or dict, got {type(data_cfg).__name__}")
+  name = data_cfg.get("name", None)
+  if name not in NAMES:
+    raise allowed("config.data.name", name, NAMES)
+  out = {"name": name, "source": _field(data_cfg, name, "source") or DEFAULTS[name]["source"]}
+  if out["source"] not in SOURCES[name]:
+    raise allowed("config.data.source", out["source"], SOURCES[name])
+  for key in ("data_dir", "cache_dir"):
+    if key in DEFAULTS[name]:
+      v = _field(data_cfg, name, key)
+      if not isinstance(v, (str, os.PathLike)):
+        raise ConfigError(f"config.data.{key}={v!r} must be a path string")
+      out[key] = os.path.expanduser(os.fspath(v))
+  out["download"] = bool(_field(data_cfg, name, "download"))
+  if name in ("mnist", "fashion_mnist"):
+    out["split"] = _choice(data_cfg, name, "split", SPLITS)
+    out["num_train"] = _int(data_cfg, name, "num_train", 1)
+    out["binarize"] = _choice(data_cfg, name, "binarize", BINARIZE)
+    out["binarize_seed"] = _int(data_cfg, name, "binarize_seed")
+  elif name == "celeba":
+    out["image_size"] = _int(data_cfg, name, "image_size", 1)
+    out["crop"] = _int(data_cfg, name, "crop")
+    out["celeba_split"] = _choice(data_cfg, name, "celeba_split", CELEBA_SPLITS)
+    frac = _field(data_cfg, name, "test_fraction")
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+      raise ConfigError(f"config.data.test_fraction={frac!r} must be a number in (0, 1)")
+    out["test_fraction"] = float(frac)
+    out["split_seed"] = _int(data_cfg, name, "split_seed")
+    out["shuffle_buffer"] = _int(data_cfg, name, "shuffle_buffer", 1)
+  else:
+    out["num_train"] = _int(data_cfg, name, "num_train", 1)
+    out["num_test"] = _int(data_cfg, name, "num_test", 1)
+    out["image_size"] = _int(data_cfg, name, "image_size", 8)
+    out["data_seed"] = _int(data_cfg, name, "data_seed")
+  return out
+
+
+def describe(data_cfg) -> str:
+  """One line for logs: the dataset, where it comes from and how it is split."""
+  c = resolve(data_cfg)
+  where = {"tfds": c.get("data_dir") or "tfds default dir",
+           "idx": c.get("data_dir") or (FASHION_MNIST_DIR if c["name"] == "fashion_mnist"
+                                        else "data_dir unset"),
+           "release": c.get("data_dir"), "generated": c.get("data_dir") or _default_cache()}
+  text = f"{c['name']} from {c['source']} ({where[c['source']]})"
+  if c["name"] in ("mnist", "fashion_mnist"):
+    size = c["num_train"] if c["split"] == "paper" else "all"
+    text += f", split={c['split']} (train: {size}), binarize={c['binarize']}"
+  elif c["name"] == "celeba":
+    text += (f", {c['image_size']}x{c['image_size']}, split={c['celeba_split']}"
+             + (f" (test {c['test_fraction']:g})" if c["celeba_split"] == "paper" else ""))
+  else:
+    text += (f", {c['num_train']} train / {c['num_test']} test, "
+             f"{c['image_size']}x{c['image_size']}, data_seed={c['data_seed']}")
+  return text
+
+
+# ----------------------------------------------------------------------------
+# IDX files (the MNIST format): magic 0 0 <type> <ndim>, big-endian uint32 dims,
+# big-endian data.
+# ----------------------------------------------------------------------------
+
+_IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _read_bytes(path: str) -> bytes:
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+  except (OSError, EOFError, gzip.BadGzipFile) as e:
+    raise ConfigError(f"{path}: cannot read ({e})") from None
+
+
+def read_idx(path: str) -> np.ndarray:
+  """The array in an IDX file (gzipped or not, told apart by content)."""
+  raw = _read_bytes(path)
+  if len(raw) < 4:
+    raise ConfigError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+  if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+    raise ConfigError(f"{path}: bad IDX magic {raw[:4].hex()}; expected 0000<type><ndim>")
+  ndim, dtype = raw[3], _IDX_TYPES[raw[2]]
+  if len(raw) < 4 + 4 * ndim:
+    raise ConfigError(f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} bytes")
+  shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+  expected = math.prod(shape) * dtype.itemsize
+  found = len(raw) - 4 - 4 * ndim
+  if found != expected:
+    what = "truncated" if found < expected else "trailing bytes"
+    raise ConfigError(f"{path}: {what}: shape {shape} needs {expected} data bytes, found {found}")
+  data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
+  return data.astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str, array) -> None:
+  """Writes ``array`` as an IDX file, gzipped if ``path`` ends in ``.gz``."""
+  array = np.asarray(array)
+  codes = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_TYPES.items()}
+  native = array.dtype.newbyteorder("=").str
+  if native not in codes or array.ndim > 255:
+    raise ConfigError(f"{path}: cannot write dtype {array.dtype} / ndim {array.ndim} as IDX")
+  code = codes[native]
+  raw = (bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+         + array.astype(_IDX_TYPES[code]).tobytes())
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "wb") as f:
+    f.write(raw)
+
+
+def _idx_path(data_dir: str, stem: str) -> str:
+  for candidate in (stem, stem + ".gz"):
+    if os.path.isfile(os.path.join(data_dir, candidate)):
+      return os.path.join(data_dir, candidate)
+  raise ConfigError(f"config.data.data_dir={data_dir!r} has no {stem}[.gz]; it needs the four "
+                    f"IDX files {', '.join(IDX_FILES.values())} (gzipped or not)")
+
+
+def _read_idx_split(data_dir: str, split: str) -> dict[str, np.ndarray]:
+  paths = {k: _idx_path(data_dir, IDX_FILES[f"{split}_{k}"]) for k in ("images", "labels")}
+  images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
+  if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+    raise ConfigError(f"{paths['images']}: expected uint8 images [N, 28, 28], "
+                      f"found {images.dtype} {images.shape}")
+  if labels.ndim != 1 or labels.dtype != np.uint8 or len(labels) != len(images):
+    raise ConfigError(f"{paths['labels']}: expected {len(images)} uint8 labels, "
+                      f"found {labels.dtype} {labels.shape}")
+  if len(labels) and labels.max() > 9:
+    raise ConfigError(f"{paths['labels']}: labels must be in 0..9, found {labels.max()}")
+  return {"image": images[..., None], "label": labels}
+
+
+# ----------------------------------------------------------------------------
+# tfds builders for local data: Shapes (generated) and the CelebA release files.
+# ----------------------------------------------------------------------------
+
+def _default_cache() -> str:
+  return os.path.join(tempfile.gettempdir(), "jmvae_jax_tfds")
+
+
+def generate_shapes(num: int, image_size: int = 32, seed: int = 0):
+  """``num`` images of one coloured shape on black, and their attributes.
+
+  Returns ``(images uint8 [num, S, S, 3], attributes int8 [num, 7] in {-1, 1})``
+  with attributes :data:`SHAPES_ATTRIBUTES`, each an independent fair coin:
+  square (else circle, of the same area), big (radius 0.21 S, else 0.13 S),
+  right / bottom (the centre's half of the image), red / green / blue (that
+  channel at ~0.9, else ~0.25). Centres, radii and colours carry small jitter;
+  edges are anti-aliased by 4x4 supersampling. Deterministic in ``seed``.
+  """
+  rng = np.random.default_rng(seed)
+  bits = rng.integers(0, 2, size=(num, len(SHAPES_ATTRIBUTES))).astype(bool)
+  square, big, right, bottom = bits[:, 0], bits[:, 1], bits[:, 2], bits[:, 3]
+  s = float(image_size)
+  radius = np.where(big, 0.21, 0.13) * s * rng.uniform(0.93, 1.07, num)
+  cx = (np.where(right, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
+  cy = (np.where(bottom, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
+  colour = np.where(bits[:, 4:], 0.9, 0.25) + rng.uniform(-0.05, 0.05, (num, 3))
+  sub = (np.arange(image_size * 4) + 0.5) / 4.0  # sub-pixel centres
+  images = np.empty((num, image_size, image_size, 3), np.uint8)
+  for lo in range(0, num, 1024):
+    sl = slice(lo, min(num, lo + 1024))
+    dx = sub[None, None, :] - cx[sl, None, None]
+    dy = sub[None, :, None] - cy[sl, None, None]
+    r = radius[sl, None, None]
+    inside = np.where(square[sl, None, None],
+                      np.maximum(abs(dx), abs(dy)) <= r * math.sqrt(math.pi) / 2,
+                      dx * dx + dy * dy <= r * r)
+    n = inside.shape[0]
+    cover = inside.reshape(n, image_size, 4, image_size, 4).mean(axis=(2, 4))
+    images[sl] = np.round(255 * cover[..., None] * colour[sl, None, None, :]).astype(np.uint8)
+  return images, np.where(bits, 1, -1).astype(np.int8)
+
+
+class ShapesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """The Shapes set as a tfds dataset, one config per generation parameters."""
+  name = "jmvae_shapes"
+  VERSION = tfds.core.Version("1.0.0")
+  code_path = None  # no checksums file; also avoids tfds's unlisted importlib_resources import
+
+  def __init__(self, *, num_train: int, num_test: int, image_size: int, seed: int, **kwargs):
+    self._params = (num_train, num_test, image_size, seed)
+    config = tfds.core.BuilderConfig(
+        name=f"n{num_train}_t{num_test}_s{image_size}_seed{seed}", version=self.VERSION)
+    super().__init__(config=config, **kwargs)
+
+  def _info(self):
+    size = self._params[2]
+    return tfds.core.DatasetInfo(
+        builder=self, description="One coloured shape per image with 7 binary attributes.",
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+            "attributes": tfds.features.Tensor(shape=(len(SHAPES_ATTRIBUTES),), dtype=np.int8),
+        }), disable_shuffling=True)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    num_train, num_test, size, seed = self._params
+    images, attributes = generate_shapes(num_train + num_test, size, seed)
+    return {"train": self._generate_examples(images[:num_train], attributes[:num_train]),
+            "test": self._generate_examples(images[num_train:], attributes[num_train:])}
+
+  def _generate_examples(self, images, attributes):
+    for i in range(len(images)):
+      yield i, {"image": images[i], "attributes": attributes[i]}
+
+
+def _parse_celeba_lists(data_dir: str):
+  """(filenames, attributes int8 [N, 40], partitions int [N]) from the two txt files."""
+  paths = {k: os.path.join(data_dir, CELEBA_FILES[k]) for k in ("attributes", "partition")}
+  for p in paths.values():
+    if not os.path.isfile(p):
+      raise ConfigError(f"{p} is missing; source='release' needs {CELEBA_FILES['attributes']}, "
+                        f"{CELEBA_FILES['partition']} and {CELEBA_FILES['images']}[.zip]")
+  with open(paths["attributes"]) as f:
+    lines = [line.split() for line in f if line.strip()]
+  path = paths["attributes"]
+  if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
+    raise ConfigError(f"{path}: line 1 must be the number of images")
+  if tuple(lines[1]) != CELEBA_ATTRIBUTES:
+    raise ConfigError(f"{path}: line 2 must be the 40 CelebA attribute names in release order")
+  rows = lines[2:]
+  if len(rows) != int(lines[0][0]):
+    raise ConfigError(f"{path}: line 1 says {lines[0][0]} images but {len(rows)} rows follow")
+  names, values = [], np.empty((len(rows), 40), np.int8)
+  for i, row in enumerate(rows):
+    if len(row) != 41 or any(v not in ("1", "-1") for v in row[1:]):
+      raise ConfigError(f"{path}: line {i + 3} must be a filename and 40 values of 1 or -1")
+    names.append(row[0])
+    values[i] = [int(v) for v in row[1:]]
+  with open(paths["partition"]) as f:
+    part_rows = [line.split() for line in f if line.strip()]
+  partition = {}
+  for i, row in enumerate(part_rows):
+    if len(row) != 2 or row[1] not in ("0", "1", "2"):
+      raise ConfigError(f"{paths['partition']}: line {i + 1} must be 'filename 0|1|2'")
+    partition[row[0]] = int(row[1])
+  missing = [n for n in names if n not in partition]
+  if missing:
+    raise ConfigError(f"{paths['partition']}: no partition for {len(missing)} image(s), "
+                      f"e.g. {missing[0]}")
+  return names, values, np.array([partition[n] for n in names], np.int64)
+
+
+class _ImageFiles:
+  """The release images, from img_align_celeba/ (a folder) or img_align_celeba.zip."""
+
+  def __init__(self, data_dir: str):
+    folder = os.path.join(data_dir, CELEBA_FILES["images"])
+    archive = folder + ".zip"
+    if os.path.isdir(folder):
+      self.where, self.members = folder, {n: os.path.join(folder, n) for n in os.listdir(folder)}
+      self.zip = None
+    elif os.path.isfile(archive):
+      self.where = archive
+      try:
+        self.zip = zipfile.ZipFile(archive)
+      except (OSError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{archive}: not a readable zip ({e})") from None
+      self.members = {os.path.basename(n): n for n in self.zip.namelist() if not n.endswith("/")}
+    else:
+      raise ConfigError(f"{folder}[.zip] is missing; source='release' needs the folder of "
+                        "aligned JPEGs or img_align_celeba.zip")
+
+  def check(self, names) -> None:
+    missing = [n for n in names if n not in self.members]
+    if missing:
+      raise ConfigError(f"{self.where}: {len(missing)} image(s) listed in "
+                        f"{CELEBA_FILES['attributes']} are missing, e.g. {missing[0]}")
+
+  def read(self, name: str) -> bytes:
+    if self.zip is not None:
+      return self.zip.read(self.members[name])
+    with open(self.members[name], "rb") as f:
+      return f.read()
+
+
+def crop_resize(image, size: int, crop: int = 0):
+  """Centre square crop (``crop`` pixels, 0 = the largest) then resize; float [0, 255]."""
+  h, w = tf.shape(image)[0], tf.shape(image)[1]
+  side = tf.minimum(h, w) if not crop else tf.minimum(tf.minimum(h, w), crop)
+  image = tf.image.crop_to_bounding_box(image, (h - side) // 2, (w - side) // 2, side, side)
+  return tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+
+
+class CelebaRelease(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """CelebA built from the release files in a local directory (the manual dir).
+
+  Splits ``train`` / ``validation`` / ``test`` follow list_eval_partition.txt,
+  each in file order; images are centre-cropped and resized to ``image_size``.
+  """
+  name = "jmvae_celeba_release"
+  VERSION = tfds.core.Version("1.0.0")
+  code_path = None  # as in ShapesBuilder
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Put img_align_celeba.zip (or the img_align_celeba/ folder), list_attr_celeba.txt and "
+      "list_eval_partition.txt from the CelebA release in one directory.")
+
+  def __init__(self, *, release_dir: str, image_size: int = 64, crop: int = 0, **kwargs):
+    self._release_dir, self._size, self._crop = release_dir, image_size, crop
+    config = tfds.core.BuilderConfig(
+        name=f"s{image_size}_c{crop}_{_fingerprint(release_dir)}", version=self.VERSION)
+    super().__init__(config=config, **kwargs)
+
+  def _info(self):
+    s = self._size
+    return tfds.core.DatasetInfo(
+        builder=self, description="CelebA aligned faces from the release files.",
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(s, s, 3), encoding_format="png"),
+            "attributes": tfds.features.Tensor(shape=(40,), dtype=np.int8),
+            "filename": tfds.features.Text(),
+        }), disable_shuffling=True)
+
+  def _split_generators(self, dl_manager):
+    directory = os.fspath(dl_manager.manual_dir)
+    names, attributes, partition = _parse_celeba_lists(directory)
+    images = _ImageFiles(directory)
+    images.check(names)
+    return {split: self._generate_examples(images, names, attributes, partition == p)
+            for p, split in enumerate(("train", "validation", "test"))}
+
+  def _generate_examples(self, images, names, attributes, chosen):
+    picked = np.flatnonzero(chosen)
+    encoded = tf.data.Dataset.from_generator(
+        lambda: (images.read(names[i]) for i in picked),
+        output_signature=tf.TensorSpec((), tf.string))
+    decoded = encoded.map(
+        lambda b: tf.cast(tf.clip_by_value(tf.round(crop_resize(
+            tf.io.decode_jpeg(b, channels=3), self._size, self._crop)), 0, 255), tf.uint8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    it = iter(tfds.as_numpy(decoded.prefetch(tf.data.AUTOTUNE)))
+    for i in picked:
+      try:
+        image = next(it)
+      except tf.errors.InvalidArgumentError as e:
+        raise ConfigError(f"{images.where}: cannot decode {names[i]} "
+                          f"({e.message.splitlines()[0]})") from None
+      yield names[i], {"image": image, "attributes": attributes[i], "filename": names[i]}
+
+
+def _fingerprint(release_dir: str) -> str:
+  """A short hash of the release directory and its list files, keying the cache."""
+  parts = [os.path.abspath(release_dir)]
+  for f in (CELEBA_FILES["attributes"], CELEBA_FILES["partition"], CELEBA_FILES["images"] + ".zip"):
+    p = os.path.join(release_dir, f)
+    if os.path.exists(p):
+      st = os.stat(p)
+      parts.append(f"{f}:{st.st_size}:{int(st.st_mtime)}")
+  return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
+
+
+def _prepare(builder, what: str) -> None:
+  if not builder.is_prepared():
+    manual_dir = getattr(builder, "_release_dir", None)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if not builder.is_prepared():
+    raise ConfigError(f"{what}: preparing the tfds dataset in {builder.data_dir} failed")
+
+
+# ----------------------------------------------------------------------------
+# Reading the splits: in memory (MNIST-like, Shapes) or streamed (CelebA).
+# ----------------------------------------------------------------------------
+
+def _tfds_instructions(c) -> str:
+  name = c["name"]
+  text = (f"tfds dataset {name!r} is not prepared in config.data.data_dir="
+          f"{c['data_dir'] or 'tfds default'}; either run `tfds build {name}` (or set "
+          "config.data.download=True) on a connected machine and copy the folder here")
+  if name == "fashion_mnist":
+    text += (f", or install the Debian package dataset-fashion-mnist and set source='idx' "
+             f"(it reads {FASHION_MNIST_DIR})")
+  if name in ("mnist", "fashion_mnist"):
+    text += ", or set config.data.source='idx' with data_dir holding the four IDX files"
+  if name == "celeba":
+    text += (", or set config.data.source='release' with data_dir holding the CelebA release "
+             "files (img_align_celeba.zip, list_attr_celeba.txt, list_eval_partition.txt)")
+  return text
+
+
+def _tfds_builder(c):
+  tfds_name = {"celeba": "celeb_a"}.get(c["name"], c["name"])
+  builder = tfds.builder(tfds_name, data_dir=c["data_dir"] or None)
+  if builder.is_prepared():
+    return builder
+  if not c["download"]:
+    raise ConfigError(_tfds_instructions(c))
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except  # network, quota, disk: all alike here
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise ConfigError(f"downloading {tfds_name!r} failed ({type(e).__name__}: {first}); "
+                      f"{_tfds_instructions(c)}") from None
+  return builder
+
+
+def _as_arrays(builder, split: str) -> dict[str, np.ndarray]:
+  return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+
+
+def _mnist_arrays(c):
+  if c["source"] == "idx":
+    data_dir = c["data_dir"] or (FASHION_MNIST_DIR if c["name"] == "fashion_mnist" else "")
+    if not data_dir:
+      raise ConfigError("config.data.data_dir is empty; source='idx' needs the directory of "
+                        f"the IDX files {', '.join(IDX_FILES.values())}")
+    if not os.path.isdir(data_dir):
+      hint = (" (install the Debian package dataset-fashion-mnist)"
+              if data_dir == FASHION_MNIST_DIR else "")
+      raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory{hint}")
+    for split in ("train", "test"):  # every file present before reading any
+      for k in ("images", "labels"):
+        _idx_path(data_dir, IDX_FILES[f"{split}_{k}"])
+    train, test = _read_idx_split(data_dir, "train"), _read_idx_split(data_dir, "test")
+  else:
+    _check_dir(c)
+    builder = _tfds_builder(c)
+    train, test = _as_arrays(builder, "train"), _as_arrays(builder, "test")
+    train = {"image": train["image"], "label": train["label"]}
+    test = {"image": test["image"], "label": test["label"]}
+  if c["split"] == "paper":
+    n = len(train["label"])
+    if n < c["num_train"]:
+      raise ConfigError(f"config.data.num_train={c['num_train']}: the paper split takes the first "
+                        f"num_train training images but there are only {n}; lower num_train or "
+                        "set config.data.split='authors'")
+    train = {k: v[:c["num_train"]] for k, v in train.items()}
+  return train, test
+
+
+def _check_dir(c) -> None:
+  if c["data_dir"] and not os.path.isdir(c["data_dir"]):
+    raise ConfigError(f"config.data.data_dir={c['data_dir']!r} is not a directory")
+
+
+def _shapes_arrays(c):
+  builder = ShapesBuilder(num_train=c["num_train"], num_test=c["num_test"],
+                          image_size=c["image_size"], seed=c["data_seed"],
+                          data_dir=c["data_dir"] or _default_cache())
+  _prepare(builder, "shapes")
+  return _as_arrays(builder, "train"), _as_arrays(builder, "test")
+
+
+def _celeba_streams(c):
+  """(train, test, convert): train and test are (a function making the encoded
+  examples in a fixed order, their number); ``convert`` decodes one example."""
+  if c["source"] == "release":
+    if not c["data_dir"]:
+      raise ConfigError("config.data.data_dir is empty; source='release' needs the directory "
+                        "of the CelebA release files")
+    _check_dir(c)
+    images = _ImageFiles(c["data_dir"])  # the cheap checks first: files present, lists parse
+    images.check(_parse_celeba_lists(c["data_dir"])[0])
+    size = c["image_size"]
+    builder = CelebaRelease(release_dir=c["data_dir"], image_size=size, crop=c["crop"],
+                            data_dir=c["cache_dir"] or os.path.join(c["data_dir"], "tfds"))
+    _prepare(builder, f"config.data.data_dir={c['data_dir']!r}")
+
+    def convert(ex):
+      image = tf.ensure_shape(tf.io.decode_png(ex["image"], channels=3), (size, size, 3))
+      return {"image": tf.cast(image, tf.float32) / 255.0,
+              "attributes": tf.cast(ex["attributes"], tf.float32)}
+  else:
+    _check_dir(c)
+    builder = _tfds_builder(c)
+    size, crop = c["image_size"], c["crop"]
+
+    def convert(ex):
+      image = tf.io.decode_jpeg(ex["image"], channels=3)
+      attrs = tf.stack([ex["attributes"][a] for a in CELEBA_ATTRIBUTES])
+      return {"image": tf.clip_by_value(crop_resize(image, size, crop) / 255.0, 0.0, 1.0),
+              "attributes": tf.where(attrs, 1.0, -1.0)}
+
+  splits = ("train", "validation", "test")
+  sizes = [builder.info.splits[s].num_examples for s in splits]
+
+  def read(s):  # images stay encoded until after sharding and filtering
+    return builder.as_dataset(split=s, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+
+  if c["celeba_split"] == "official":
+    return (lambda: read("train"), sizes[0]), (lambda: read("test"), sizes[2]), convert
+  total = sum(sizes)
+  is_test = np.zeros(total, bool)
+  rng = np.random.default_rng(np.random.SeedSequence([c["split_seed"], 0xCE1EBA]))
+  perm = rng.permutation(total)
+  is_test[perm[:int(round(c["test_fraction"] * total))]] = True
+  mask = tf.constant(is_test)
+
+  def part(want_test: bool):
+    def make():
+      ds = read(splits[0]).concatenate(read(splits[1])).concatenate(read(splits[2]))
+      ds = ds.enumerate().filter(lambda i, ex: tf.equal(tf.gather(mask, i), want_test))
+      return ds.map(lambda i, ex: ex)
+    return make
+
+  return (part(False), int((~is_test).sum())), (part(True), int(is_test.sum())), convert
+
+
+# ----------------------------------------------------------------------------
+# Per-example conversion and the pipelines.
+# ----------------------------------------------------------------------------
+
+def _u63(x: int) -> int:
+  return int(x) % (2 ** 63)
+
+
+def _key(seed: int, salt: int, *data) -> tf.Tensor:
+  key = tf.constant([_u63(seed), salt], tf.int64)
+  for d in data:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64), alg="philox")
+  return key
+
+
+def bernoulli_image(image_u8, key) -> tf.Tensor:
+  """{0, 1} float32 pixels, 1 with probability intensity / 255; stateless in ``key``."""
+  p = tf.cast(image_u8, tf.float32) / 255.0
+  u = tf.random.stateless_uniform(tf.shape(p), seed=key, alg="philox")
+  return tf.cast(u < p, tf.float32)
+
+
+def _mnist_batch(binarize: str, seed: int, binarize_seed: int, train: bool):
+  """(raw batch, global indices [B], epoch) -> model batch; each row keyed by its index."""
+  def fn(raw, index, epoch):
+    if binarize == "none":
+      image = tf.cast(raw["image"], tf.float32) / 255.0
+    else:
+      if train and binarize == "dynamic":
+        key = lambda i: _key(seed, _TRAIN_SALT, epoch, i)
+      else:
+        key = lambda i: _key(binarize_seed, _STATIC_SALT if train else _TEST_SALT, i)
+      image = tf.map_fn(lambda a: bernoulli_image(a[0], key(a[1])), (raw["image"], index),
+                        fn_output_signature=tf.float32)
+    return {"image": image, "label": tf.cast(raw["label"], tf.int32)}
+  return fn
+
+
+def _plain_batch(raw, index, epoch):
+  del index, epoch
+  return {"image": tf.cast(raw["image"], tf.float32) / 255.0,
+          "attributes": tf.cast(raw["attributes"], tf.float32)}
+
+
+def shard_indices(n: int, process_index: int, process_count: int, equal: bool) -> np.ndarray:
+  """This process's example indices: ``i % process_count == process_index``.
+
+  With ``equal`` every process gets ``n // process_count`` (the rest dropped).
+  """
+  idx = np.arange(process_index, n, process_count)
+  return idx[: n // process_count] if equal else idx
+
+
+def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The order of an epoch: a permutation of range(n) from (seed, epoch)."""
+  return np.random.default_rng(np.random.SeedSequence([_u63(seed), _u63(epoch), _SHUFFLE_SALT])
+                               ).permutation(n)
+
+
+def _options() -> tf.data.Options:
+  opts = tf.data.Options()
+  opts.deterministic = True
+  return opts
+
+
+@dataclasses.dataclass
+class _InMemory:
+  """Train/test arrays held in memory; batches gather rows by index."""
+  train: dict
+  test: dict
+  train_fn: Callable
+  test_fn: Callable
+  train_idx: np.ndarray
+  test_idx: np.ndarray
+
+  def __post_init__(self):
+    self._train_t = {k: tf.constant(v) for k, v in self.train.items()}
+    self._test_t = {k: tf.constant(v) for k, v in self.test.items()}
+
+  def train_ds(self, seed, epoch, batch_size, start):
+    n = len(self.train_idx)
+    steps = n // batch_size
+    order = self.train_idx[permutation(seed, epoch, n)][start * batch_size: steps * batch_size]
+    return self._batches(self._train_t, self.train_fn, order.reshape(-1, batch_size), epoch)
+
+  def test_ds(self, batch_size, padded_len):
+    idx = self.test_idx
+    index = np.concatenate([idx, np.zeros(padded_len - len(idx), idx.dtype)])
+    valid = np.arange(padded_len) < len(idx)
+    batches = self._batches(self._test_t, self.test_fn, index.reshape(-1, batch_size), 0)
+    return tf.data.Dataset.zip(batches, tf.data.Dataset.from_tensor_slices(
+        valid.reshape(-1, batch_size)))
+
+  @staticmethod
+  def _batches(tensors, fn, index, epoch):
+    """Batch b gathers rows ``index[b]`` and converts them."""
+    ds = tf.data.Dataset.from_tensor_slices(index.astype(np.int64))
+    return ds.map(lambda i: fn({k: tf.gather(t, i) for k, t in tensors.items()}, i, epoch),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+@dataclasses.dataclass
+class _Streamed:
+  """Splits read from a tfds dataset on disk, sharded with ``tf.data`` ``shard``."""
+  train: Callable
+  test: Callable
+  convert: Callable
+  num_train: int
+  num_test: int
+  shuffle_buffer: int
+  process_index: int
+  process_count: int
+
+  def train_ds(self, seed, epoch, batch_size, start):
+    ds = self.train().shard(self.process_count, self.process_index).take(self.num_train)
+    ds = ds.shuffle(min(self.shuffle_buffer, max(self.num_train, 1)),
+                    seed=int(np.random.SeedSequence([_u63(seed), _u63(epoch), _SHUFFLE_SALT])
+                             .generate_state(1, np.uint32)[0]),
+                    reshuffle_each_iteration=False)
+    ds = ds.skip(start * batch_size).map(self.convert, num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True)
+
+  def test_ds(self, batch_size, padded_len):
+    ds = self.test().shard(self.process_count, self.process_index)
+    ds = ds.map(lambda ex: (self.convert(ex), tf.constant(True)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    spec = ds.element_spec[0]
+    blank = {k: tf.zeros(v.shape, v.dtype) for k, v in spec.items()}
+    pad = tf.data.Dataset.from_tensors((blank, tf.constant(False)))
+    pad = pad.repeat(padded_len - self.num_test)
+    return ds.concatenate(pad).batch(batch_size)
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A loaded dataset: this process's shards and their batch iterators."""
+  name: str
+  num_train: int
+  num_test: int
+  modalities: dict
+  seed: int = 0
+  process_index: int = 0
+  process_count: int = 1
+  num_test_total: int = 0
+  attribute_names: tuple = ()
+  _source: Any = dataclasses.field(default=None, repr=False)
+
+  def _check_batch(self, batch_size, n, what) -> int:
+    if not _is_int(batch_size) or batch_size < 1:
+      raise ConfigError(f"batch_size={batch_size!r} must be a positive int")
+    if what == "train" and batch_size > n:
+      raise ConfigError(f"batch_size={batch_size} exceeds this process's {n} training examples")
+    return int(batch_size)
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    """Full batches per epoch (the remainder is dropped)."""
+    return self.num_train // self._check_batch(batch_size, self.num_train, "train")
+
+  def train_dataset(self, epoch: int, batch_size: int, start: int = 0) -> tf.data.Dataset:
+    """The tf.data pipeline behind :meth:`train_batches`."""
+    steps = self.steps_per_epoch(batch_size)
+    if not _is_int(start) or not 0 <= start <= steps:
+      raise ConfigError(f"start={start!r} must be a batch index in [0, {steps}]")
+    ds = self._source.train_ds(self.seed, int(epoch), int(batch_size), int(start))
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+  def train_batches(self, epoch: int, batch_size: int, start: int = 0) -> Iterator[dict]:
+    """This epoch's batches from batch index ``start``: numpy dicts, fixed by (seed, epoch)."""
+    return iter(tfds.as_numpy(self.train_dataset(epoch, batch_size, start)))
+
+  def num_test_batches(self, batch_size: int) -> int:
+    """Test batches per process: the same on every process (the largest shard's)."""
+    per_process = -(-self.num_test_total // self.process_count)
+    return -(-per_process // self._check_batch(batch_size, per_process, "test"))
+
+  def test_batches(self, batch_size: int) -> Iterator[tuple[dict, np.ndarray]]:
+    """The whole test shard in order: (batch, bool mask of real rows); the last is padded.
+
+    Every process yields :meth:`num_test_batches` batches, so collective
+    evaluation lines up; rows beyond this process's shard are masked out.
+    """
+    padded = self.num_test_batches(batch_size) * batch_size
+    ds = self._source.test_ds(int(batch_size), padded)
+    return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE).with_options(_options())))
+
+
+def _modalities(c) -> dict:
+  if c["name"] in ("mnist", "fashion_mnist"):
+    return {"image": ((28, 28, 1), "float32"), "label": ((), "int32")}
+  s = c["image_size"]
+  n_attr = len(CELEBA_ATTRIBUTES) if c["name"] == "celeba" else len(SHAPES_ATTRIBUTES)
+  return {"image": ((s, s, 3), "float32"), "attributes": ((n_attr,), "float32")}
+
+
+def load(data_cfg, seed: int, process_index: int | None = None,
+         process_count: int | None = None) -> Dataset:
+  """The dataset ``config.data`` names, sharded for this process.
+
+  ``seed`` fixes the epoch order and the dynamic binarisation; process
+  index / count default to ``jax.process_index()`` / ``jax.process_count()``.
+  """
+  c = resolve(data_cfg)
+  pc = jax.process_count() if process_count is None else process_count
+  pi = jax.process_index() if process_index is None else process_index
+  if not _is_int(pc) or pc < 1:
+    raise ConfigError(f"process_count={pc!r} must be a positive int")
+  if not _is_int(pi) or not 0 <= pi < pc:
+    raise ConfigError(f"process_index={pi!r} must be in [0, {pc})")
+  pi, pc, seed = int(pi), int(pc), int(seed)
+  common = dict(name=c["name"], modalities=_modalities(c), seed=seed, process_index=pi,
+                process_count=pc)
+  if c["name"] == "celeba":
+    (train, n_train), (test, n_test), convert = _celeba_streams(c)
+    local_test = len(range(pi, n_test, pc))
+    source = _Streamed(train, test, convert, n_train // pc, local_test, c["shuffle_buffer"], pi, pc)
+    return Dataset(num_train=n_train // pc, num_test=local_test, num_test_total=n_test,
+                   attribute_names=tuple(CELEBA_ATTRIBUTES), _source=source, **common)
+  if c["name"] == "shapes":
+    train, test = _shapes_arrays(c)
+    train_fn = test_fn = _plain_batch
+    names = SHAPES_ATTRIBUTES
+  else:
+    train, test = _mnist_arrays(c)
+    train_fn = _mnist_batch(c["binarize"], seed, c["binarize_seed"], train=True)
+    test_fn = _mnist_batch(c["binarize"], seed, c["binarize_seed"], train=False)
+    names = ()
+  n_train, n_test = len(next(iter(train.values()))), len(next(iter(test.values())))
+  if n_train < pc or n_test < 1:
+    raise ConfigError(f"{c['name']}: {n_train} training / {n_test} test examples are too few "
+                      f"for {pc} process(es)")
+  source = _InMemory(train, test, train_fn, test_fn, shard_indices(n_train, pi, pc, True),
+                     shard_indices(n_test, pi, pc, False))
+  return Dataset(num_train=len(source.train_idx), num_test=len(source.test_idx),
+                 num_test_total=n_test, attribute_names=tuple(names), _source=source, **common)

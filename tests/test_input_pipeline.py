@@ -1,0 +1,544 @@
+"""Input pipelines on small files written here: IDX, CelebA release, tfds, Shapes.
+
+Nothing is downloaded; every expectation is recomputed independently with
+numpy from the files the tests write.
+"""
+import gzip
+import os
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jmvae_jax import input_pipeline as ip
+from jmvae_jax.errors import ConfigError
+
+N_TRAIN, N_TEST = 120, 30
+
+
+def _load(cfg, seed=0, pi=0, pc=1):
+  return ip.load(cfg, seed, process_index=pi, process_count=pc)
+
+
+def _epoch(ds, epoch, batch_size, start=0):
+  return list(ds.train_batches(epoch, batch_size, start))
+
+
+def _grey(images):
+  """uint8 [N, 28, 28] -> the float32 [N, 28, 28, 1] in [0, 1] that binarize='none' serves."""
+  return images[..., None] / np.float32(255)
+
+
+def _stack(batches, key):
+  return np.concatenate([b[key] for b in batches])
+
+
+def _rows(images):
+  """Each image as bytes: a hashable identity for matching examples."""
+  return [np.asarray(x).tobytes() for x in images]
+
+
+# ----------------------------------------------------------------------------
+# IDX
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+  a = (np.arange(2 * 3 * 5).reshape(2, 3, 5) - 7).astype(dtype)
+  if dtype == np.uint8:
+    a = np.arange(30, dtype=np.uint8).reshape(2, 3, 5)
+  path = str(tmp_path / f"a-idx3{suffix}")
+  ip.write_idx(path, a)
+  b = ip.read_idx(path)
+  assert b.dtype == a.dtype and b.shape == a.shape
+  np.testing.assert_array_equal(a, b)
+
+
+def test_idx_bytes_match_the_format(tmp_path):
+  """The layout written by hand: magic 00 00 08 ndim, big-endian dims, data."""
+  a = np.array([[1, 2, 3], [4, 5, 255]], np.uint8)
+  expected = bytes([0, 0, 8, 2]) + struct.pack(">II", 2, 3) + bytes([1, 2, 3, 4, 5, 255])
+  ip.write_idx(str(tmp_path / "x"), a)
+  assert (tmp_path / "x").read_bytes() == expected
+  ip.write_idx(str(tmp_path / "x.gz"), a)
+  assert gzip.decompress((tmp_path / "x.gz").read_bytes()) == expected
+  # int32, big-endian, read from hand-made bytes
+  (tmp_path / "y").write_bytes(
+      bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -3, 70000))
+  np.testing.assert_array_equal(ip.read_idx(str(tmp_path / "y")), [-3, 70000])
+
+
+@pytest.mark.parametrize("raw, what", [
+    (bytes([1, 0, 8, 1]) + struct.pack(">I", 2) + b"ab", "magic"),
+    (bytes([0, 0, 7, 1]) + struct.pack(">I", 2) + b"ab", "magic"),
+    (bytes([0, 0, 8, 1]) + struct.pack(">I", 3) + b"ab", "truncated"),
+    (bytes([0, 0, 8, 1]) + struct.pack(">I", 1) + b"ab", "trailing"),
+    (bytes([0, 0, 8, 2]) + b"\x00\x00", "truncated"),
+    (b"\x00\x00", "truncated"),
+    (b"\x1f\x8b not really gzip", "cannot read"),
+])
+def test_idx_malformed(tmp_path, raw, what):
+  path = tmp_path / "bad-idx1-ubyte"
+  path.write_bytes(raw)
+  with pytest.raises(ConfigError, match=what) as e:
+    ip.read_idx(str(path))
+  assert str(path) in str(e.value)
+
+
+# ----------------------------------------------------------------------------
+# MNIST-like from IDX files
+# ----------------------------------------------------------------------------
+
+def _write_mnist(directory, gz: bool, n_train=N_TRAIN, n_test=N_TEST, seed=0):
+  """Random 28x28 uint8 images (every intensity present) and labels, as IDX files."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(directory, exist_ok=True)
+  data = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+          "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
+          "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+          "test_labels": rng.integers(0, 10, n_test).astype(np.uint8)}
+  for key, stem in ip.IDX_FILES.items():
+    ip.write_idx(os.path.join(directory, stem + (".gz" if gz else "")), data[key])
+  return data
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("mnist_idx"))
+  return d, _write_mnist(d, gz=True)
+
+
+def _mnist_cfg(d, **kw):
+  return dict(dict(name="mnist", source="idx", data_dir=d, num_train=100), **kw)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_idx_shapes_dtypes_and_splits(tmp_path, gz):
+  data = _write_mnist(str(tmp_path), gz)
+  ds = _load(_mnist_cfg(str(tmp_path)))
+  assert (ds.name, ds.num_train, ds.num_test) == ("mnist", 100, N_TEST)
+  assert ds.modalities == {"image": ((28, 28, 1), "float32"), "label": ((), "int32")}
+  assert ds.steps_per_epoch(30) == 3
+  batches = _epoch(ds, 0, 30)
+  assert len(batches) == 3
+  for b in batches:
+    assert set(b) == {"image", "label"}
+    assert b["image"].shape == (30, 28, 28, 1) and b["image"].dtype == np.float32
+    assert b["label"].shape == (30,) and b["label"].dtype == np.int32
+  authors = _load(_mnist_cfg(str(tmp_path), split="authors", num_train=10**6))
+  assert authors.num_train == N_TRAIN and authors.num_test == N_TEST
+  # the paper split is the first num_train images of the file
+  ds = _load(_mnist_cfg(str(tmp_path), binarize="none"))
+  batches = _epoch(ds, 0, 10)
+  got = sorted(zip(_rows(_stack(batches, "image")), _stack(batches, "label")))
+  want = sorted(zip(_rows(_grey(data["train_images"][:100])), data["train_labels"][:100]))
+  assert got == want
+
+
+def test_fashion_mnist_idx_and_too_few_for_paper_split(tmp_path):
+  _write_mnist(str(tmp_path), gz=False)
+  ds = _load(dict(name="fashion_mnist", source="idx", data_dir=str(tmp_path), split="authors"))
+  assert ds.name == "fashion_mnist" and ds.num_train == N_TRAIN
+  with pytest.raises(ConfigError, match="config.data.num_train=50000"):
+    _load(dict(name="fashion_mnist", source="idx", data_dir=str(tmp_path)))
+
+
+def test_dynamic_binarisation_is_deterministic_and_resumable(mnist_dir):
+  d, _ = mnist_dir
+  ds = _load(_mnist_cfg(d), seed=3)
+  e0, e0_again = _epoch(ds, 0, 20), _epoch(_load(_mnist_cfg(d), seed=3), 0, 20)
+  e1 = _epoch(ds, 1, 20)
+  other_seed = _epoch(_load(_mnist_cfg(d), seed=4), 0, 20)
+  assert len(e0) == 5
+  for a, b in zip(e0, e0_again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  assert not np.array_equal(_stack(e0, "image"), _stack(e1, "image"))
+  assert not np.array_equal(_stack(e0, "image"), _stack(other_seed, "image"))
+  assert not np.array_equal(_stack(e0, "label"), _stack(e1, "label"))  # reshuffled
+  for a, b in zip(_epoch(ds, 0, 20, start=2), e0[2:]):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  assert len(_epoch(ds, 0, 20, start=5)) == 0
+  assert set(np.unique(_stack(e0, "image"))) == {0.0, 1.0}
+  # each example is re-sampled every epoch (matched across epochs by its grey image)
+  grey = _load(_mnist_cfg(d, binarize="none"), seed=3)
+  samples = [dict(zip(_rows(_stack(_epoch(grey, e, 20), "image")),
+                      _rows(_stack(_epoch(ds, e, 20), "image")))) for e in (0, 1)]
+  assert samples[0].keys() == samples[1].keys() and len(samples[0]) == 100
+  assert all(samples[0][k] != samples[1][k] for k in samples[0])
+
+
+def test_dynamic_binarisation_matches_intensities(mnist_dir):
+  """Pixels are Bernoulli(intensity): checked per intensity bin and with a z-score."""
+  d, data = mnist_dir
+  binary = _load(_mnist_cfg(d), seed=1)
+  grey = _load(_mnist_cfg(d, binarize="none"), seed=1)  # same order: it depends on (seed, epoch)
+  bits, probs = [], []
+  for epoch in range(5):
+    bits.append(_stack(_epoch(binary, epoch, 50), "image").ravel())
+    p = _stack(_epoch(grey, epoch, 50), "image").ravel()
+    probs.append(p)
+  bits, probs = np.concatenate(bits), np.concatenate(probs)
+  # the grey images are the file's intensities / 255
+  assert set(np.round(probs * 255).astype(int)) <= set(range(256))
+  assert np.isin(np.round(probs * 255), data["train_images"][:100]).all()
+  z = (bits - probs).sum() / np.sqrt((probs * (1 - probs)).sum())
+  assert abs(z) < 5
+  for lo in np.linspace(0, 0.9, 10):
+    sel = (probs >= lo) & (probs < lo + 0.1)
+    assert abs(bits[sel].mean() - probs[sel].mean()) < 0.01
+  assert bits[probs == 0].max() == 0 and bits[probs == 1].min() == 1
+
+
+def test_static_binarisation_and_fixed_test_set(mnist_dir):
+  d, _ = mnist_dir
+  static = _load(_mnist_cfg(d, binarize="static"), seed=0)
+  grey = _load(_mnist_cfg(d, binarize="none"), seed=0)
+  pairs = []
+  for epoch in (0, 1):
+    g = _rows(_stack(_epoch(grey, epoch, 25), "image"))
+    s = _stack(_epoch(static, epoch, 25), "image")
+    pairs.append(dict(zip(g, _rows(s))))
+  assert pairs[0] == pairs[1]  # each example keeps its sample across epochs
+  tests = [list(_load(_mnist_cfg(d, binarize=b), seed=s).test_batches(16))
+           for b, s in (("dynamic", 0), ("dynamic", 9), ("static", 5))]
+  for other in tests[1:]:
+    for (a, ma), (b, mb) in zip(tests[0], other):
+      np.testing.assert_array_equal(a["image"], b["image"])
+      np.testing.assert_array_equal(ma, mb)
+  assert set(np.unique(tests[0][0][0]["image"])) == {0.0, 1.0}
+  reseeded = list(_load(_mnist_cfg(d, binarize_seed=1)).test_batches(16))
+  assert not np.array_equal(reseeded[0][0]["image"], tests[0][0][0]["image"])
+
+
+@pytest.mark.parametrize("batch_size", [7, 30, 64])
+def test_test_batches_cover_everything_once(mnist_dir, batch_size):
+  d, data = mnist_dir
+  ds = _load(_mnist_cfg(d, binarize="none"))
+  out = list(ds.test_batches(batch_size))
+  assert len(out) == -(-N_TEST // batch_size) == ds.num_test_batches(batch_size)
+  masks = np.concatenate([m for _, m in out])
+  assert masks.dtype == bool and masks.sum() == N_TEST and masks[:N_TEST].all()
+  for b, m in out:
+    assert b["image"].shape[0] == batch_size == m.shape[0]
+  images = _stack([b for b, _ in out], "image")
+  labels = _stack([b for b, _ in out], "label")
+  np.testing.assert_array_equal(images[masks], _grey(data["test_images"]))
+  np.testing.assert_array_equal(labels[masks], data["test_labels"])
+
+
+def test_process_shards_are_disjoint_and_cover(mnist_dir):
+  d, data = mnist_dir
+  train_sets, test_sets, counts = [], [], []
+  for pi in range(2):
+    ds = _load(_mnist_cfg(d, binarize="none"), pi=pi, pc=2)
+    assert ds.num_train == 50 and ds.num_test == 15
+    train_sets.append(set(_rows(_stack(_epoch(ds, 0, 10), "image"))))
+    out = list(ds.test_batches(4))
+    counts.append(len(out))
+    masks = np.concatenate([m for _, m in out])
+    test_sets.append(_rows(_stack([b for b, _ in out], "image")[masks]))
+  assert not train_sets[0] & train_sets[1]
+  assert train_sets[0] | train_sets[1] == set(_rows(_grey(data["train_images"][:100])))
+  assert sorted(test_sets[0] + test_sets[1]) == sorted(_rows(_grey(data["test_images"])))
+  # uneven test shards (30 over 4): every process yields the same number of batches
+  shards = [_load(_mnist_cfg(d, binarize="none"), pi=pi, pc=4) for pi in range(4)]
+  assert [s.num_test for s in shards] == [8, 8, 7, 7] and {s.num_train for s in shards} == {25}
+  assert {len(list(s.test_batches(5))) for s in shards} == {2}
+  default = ip.load(_mnist_cfg(d), 0)  # jax.process_index() / process_count()
+  assert default.process_count == 1 and default.num_train == 100
+
+
+# ----------------------------------------------------------------------------
+# CelebA from the release files
+# ----------------------------------------------------------------------------
+
+LEFT, RIGHT = (200, 40, 30), (30, 40, 210)
+PARTITION = [0, 0, 0, 1, 2, 2]
+
+
+def _write_celeba(directory, form="folder", attr_rows=None):
+  """Six 178x218 JPEGs: white top/bottom 20 rows (cropped away), LEFT | RIGHT halves."""
+  os.makedirs(directory, exist_ok=True)
+  names = [f"{i:06d}.jpg" for i in range(1, 7)]
+  attrs = np.where(np.random.default_rng(1).random((6, 40)) < 0.5, -1, 1)
+  jpegs = {}
+  for n in names:
+    img = np.full((218, 178, 3), 255, np.uint8)
+    img[20:198, :89], img[20:198, 89:] = LEFT, RIGHT
+    jpegs[n] = tf.io.encode_jpeg(img, quality=95).numpy()
+  if form == "folder":
+    os.makedirs(os.path.join(directory, "img_align_celeba"))
+    for n, b in jpegs.items():
+      with open(os.path.join(directory, "img_align_celeba", n), "wb") as f:
+        f.write(b)
+  else:
+    with zipfile.ZipFile(os.path.join(directory, "img_align_celeba.zip"), "w") as z:
+      for n, b in jpegs.items():
+        z.writestr(f"img_align_celeba/{n}", b)
+  rows = attr_rows or [f"{n} " + " ".join(f"{v:2d}" for v in a) for n, a in zip(names, attrs)]
+  with open(os.path.join(directory, "list_attr_celeba.txt"), "w") as f:
+    f.write(f"{len(rows)}\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
+  with open(os.path.join(directory, "list_eval_partition.txt"), "w") as f:
+    f.write("".join(f"{n} {p}\n" for n, p in zip(names, PARTITION)))
+  return names, attrs
+
+
+def _celeba_cfg(d, tmp_path, **kw):
+  return dict(dict(name="celeba", source="release", data_dir=d, cache_dir=str(tmp_path / "cache")),
+              **kw)
+
+
+def _all_test(ds, batch_size=4):
+  out = list(ds.test_batches(batch_size))
+  masks = np.concatenate([m for _, m in out])
+  return {k: _stack([b for b, _ in out], k)[masks] for k in ("image", "attributes")}
+
+
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_celeba_release_builder(tmp_path, form):
+  d = str(tmp_path / "release")
+  _, attrs = _write_celeba(d, form)
+  ds = _load(_celeba_cfg(d, tmp_path, celeba_split="official"))
+  assert (ds.num_train, ds.num_test) == (3, 2)
+  assert ds.modalities == {"image": ((64, 64, 3), "float32"), "attributes": ((40,), "float32")}
+  test = _all_test(ds)
+  assert test["image"].shape == (2, 64, 64, 3) and test["image"].dtype == np.float32
+  np.testing.assert_array_equal(test["attributes"], attrs[4:])  # partition 2, in file order
+  train = _stack(_epoch(ds, 0, 3), "attributes")
+  assert sorted(map(tuple, train)) == sorted(map(tuple, attrs[:3].astype(np.float32)))
+  # the centre square only: the white rows are cropped away; left/right halves keep their colour
+  img = test["image"]
+  assert img.max() < 0.9
+  np.testing.assert_allclose(img[:, :, :24].mean(axis=(0, 1, 2)), np.array(LEFT) / 255, atol=0.03)
+  np.testing.assert_allclose(img[:, :, 40:].mean(axis=(0, 1, 2)), np.array(RIGHT) / 255, atol=0.03)
+  # paper split: a fixed random 1/3 held out; together the splits hold every image once
+  paper = _load(_celeba_cfg(d, tmp_path, test_fraction=1 / 3), seed=5)
+  assert (paper.num_train, paper.num_test) == (4, 2)
+  rows = list(map(tuple, _stack(_epoch(paper, 0, 4), "attributes"))) + list(
+      map(tuple, _all_test(paper)["attributes"]))
+  assert sorted(rows) == sorted(map(tuple, attrs.astype(np.float32)))
+  again = _load(_celeba_cfg(d, tmp_path, test_fraction=1 / 3), seed=5)
+  first = _epoch(paper, 0, 2)
+  assert len(first) == 2
+  assert not np.array_equal(first[0]["attributes"], first[1]["attributes"])
+  np.testing.assert_array_equal(_epoch(again, 0, 2)[1]["attributes"], first[1]["attributes"])
+  resumed = _epoch(paper, 0, 2, start=1)
+  np.testing.assert_array_equal(resumed[0]["attributes"], first[1]["attributes"])
+  assert len(_epoch(paper, 0, 2, start=1)) == 1
+
+
+@pytest.mark.parametrize("breakage, match", [
+    ("no_partition", "list_eval_partition.txt"),
+    ("no_images", "img_align_celeba"),
+    ("bad_value", "list_attr_celeba.txt: line 4"),
+    ("short_line", "list_attr_celeba.txt: line 3"),
+    ("bad_count", "list_attr_celeba.txt: line 1"),
+    ("bad_header", "list_attr_celeba.txt: line 2"),
+    ("missing_image", "000007.jpg"),
+])
+def test_celeba_release_bad_input(tmp_path, breakage, match):
+  d = str(tmp_path / "release")
+  names, attrs = _write_celeba(d)
+  rows = [f"{n} " + " ".join(map(str, a)) for n, a in zip(names, attrs)]
+  if breakage == "no_partition":
+    os.remove(os.path.join(d, "list_eval_partition.txt"))
+  elif breakage == "no_images":
+    import shutil
+    shutil.rmtree(os.path.join(d, "img_align_celeba"))
+  elif breakage == "bad_value":
+    rows[1] = rows[1][:-2] + " 2"
+  elif breakage == "short_line":
+    rows[0] = rows[0].rsplit(" ", 1)[0]
+  elif breakage == "bad_count":
+    rows = rows[:5]
+  elif breakage == "missing_image":  # listed in both files, absent from the folder
+    rows[5] = rows[5].replace("000006", "000007")
+    with open(os.path.join(d, "list_eval_partition.txt"), "a") as f:
+      f.write("000007.jpg 0\n")
+  if breakage in ("bad_value", "short_line", "missing_image"):
+    with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
+      f.write("6\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
+  if breakage in ("bad_count", "bad_header"):
+    header = list(ip.CELEBA_ATTRIBUTES)[::-1] if breakage == "bad_header" else ip.CELEBA_ATTRIBUTES
+    with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
+      f.write("6\n" + " ".join(header) + "\n" + "\n".join(rows) + "\n")
+  with pytest.raises(ConfigError, match=match):
+    _load(_celeba_cfg(d, tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# tfds sources, read from datasets written here in tfds's own format
+# ----------------------------------------------------------------------------
+
+class _Store(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
+  code_path = None  # see ip.ShapesBuilder
+
+
+def test_tfds_sources(tmp_path):
+  rng = np.random.default_rng(0)
+  store = dict(data_dir=str(tmp_path))
+  mnist = {s: [(i, {"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), "label": i % 10})
+               for i in range(n)] for s, n in (("train", 40), ("test", 9))}
+  _Store(name="mnist", version="3.0.1", features=tfds.builder("mnist").info.features,
+         split_datasets=mnist, **store).download_and_prepare()
+  ds = _load(dict(name="mnist", data_dir=str(tmp_path), num_train=30, binarize="none"))
+  assert (ds.num_train, ds.num_test) == (30, 9)
+  test = _all_test_mnist(ds)
+  written = [e["image"] / np.float32(255) for _, e in mnist["test"]]
+  assert sorted(_rows(test)) == sorted(_rows(written))
+
+  features = tfds.builder("celeb_a").info.features
+  colours = rng.integers(0, 256, (13, 3))
+  celeba = {}
+  for s, idx in (("train", range(8)), ("validation", range(8, 10)), ("test", range(10, 13))):
+    celeba[s] = []
+    for i in idx:
+      img = np.full((218, 178, 3), 255, np.uint8)
+      img[20:198] = colours[i]
+      celeba[s].append((i, {
+          "image": img, "identity": {"Identity_No": i},
+          "landmarks": {k: 0 for k in features["landmarks"].keys()},
+          "attributes": {a: bool(rng.integers(2)) for a in ip.CELEBA_ATTRIBUTES}}))
+  _Store(name="celeb_a", version="2.1.0", features=features, split_datasets=celeba,
+         **store).download_and_prepare()
+  ds = _load(dict(name="celeba", data_dir=str(tmp_path), celeba_split="official"))
+  assert (ds.num_train, ds.num_test) == (8, 3)
+  out = _all_test(ds, 2)
+  want = {tuple(np.where([e["attributes"][a] for a in ip.CELEBA_ATTRIBUTES], 1.0, -1.0)): i
+          for i, e in celeba["test"]}
+  got = [want[tuple(a)] for a in out["attributes"]]  # every row is one written example
+  assert sorted(got) == [10, 11, 12]
+  for i, img in zip(got, out["image"]):  # white rows cropped; JPEG within tolerance
+    np.testing.assert_allclose(img.mean(axis=(0, 1)), colours[i] / 255, atol=0.03)
+  paper = _load(dict(name="celeba", data_dir=str(tmp_path)))  # 10% of 13 held out
+  assert (paper.num_train, paper.num_test) == (12, 1)
+
+
+def _all_test_mnist(ds):
+  out = list(ds.test_batches(4))
+  masks = np.concatenate([m for _, m in out])
+  return _stack([b for b, _ in out], "image")[masks]
+
+
+def test_tfds_not_prepared_says_how_to_get_it(tmp_path):
+  with pytest.raises(ConfigError, match="dataset-fashion-mnist") as e:
+    _load(dict(name="fashion_mnist", data_dir=str(tmp_path)))
+  assert "source='idx'" in str(e.value) and "download=True" in str(e.value)
+  with pytest.raises(ConfigError, match="source='release'"):
+    _load(dict(name="celeba", data_dir=str(tmp_path)))
+
+
+# ----------------------------------------------------------------------------
+# Shapes
+# ----------------------------------------------------------------------------
+
+def _measure_shapes(images):
+  """The 7 attributes read off the pixels with plain numpy, as bools."""
+  f = images.astype(np.float64) / 255
+  s = f.shape[1]
+  cover = f.max(-1) / f.max(axis=(1, 2, 3))[:, None, None]
+  ys, xs = np.mgrid[0:s, 0:s] + 0.5
+  area = cover.sum((1, 2))
+  cx, cy = (cover * xs).sum((1, 2)) / area, (cover * ys).sum((1, 2)) / area
+  solid = cover > 0.99
+  colour = (f * solid[..., None]).sum((1, 2)) / solid.sum((1, 2))[:, None]
+  box = solid.any(2).sum(1) * solid.any(1).sum(1)
+  fill = solid.sum((1, 2)) / box  # 1 for a square, about pi/4 for a circle
+  return np.stack([fill > 0.95, area > np.pi * (0.17 * s) ** 2, cx > s / 2, cy > s / 2,
+                   colour[:, 0] > 0.57, colour[:, 1] > 0.57, colour[:, 2] > 0.57], axis=1)
+
+
+def test_generate_shapes():
+  images, attrs = ip.generate_shapes(2000, 32, seed=7)
+  assert images.shape == (2000, 32, 32, 3) and images.dtype == np.uint8
+  assert attrs.shape == (2000, len(ip.SHAPES_ATTRIBUTES)) and set(np.unique(attrs)) == {-1, 1}
+  again, attrs_again = ip.generate_shapes(2000, 32, seed=7)
+  np.testing.assert_array_equal(images, again)
+  np.testing.assert_array_equal(attrs, attrs_again)
+  other, _ = ip.generate_shapes(2000, 32, seed=8)
+  assert not np.array_equal(images, other)
+  assert np.abs(attrs.mean(0)).max() < 0.1  # each a fair coin: |mean| < 4.5 sigma
+  assert np.abs(np.corrcoef(attrs.T) - np.eye(attrs.shape[1])).max() < 0.1
+  measured = _measure_shapes(images)
+  np.testing.assert_array_equal(measured, attrs > 0)  # every attribute is visible
+  big, _ = ip.generate_shapes(300, 64, seed=1)
+  assert big.shape == (300, 64, 64, 3)
+
+
+def test_load_shapes_through_tfds(tmp_path, monkeypatch):
+  cfg = dict(ip.default_config("shapes"), num_train=60, num_test=25, data_dir=str(tmp_path),
+             data_seed=3)
+  ds = _load(cfg)
+  assert (ds.num_train, ds.num_test) == (60, 25)
+  assert ds.modalities == {"image": ((32, 32, 3), "float32"), "attributes": ((7,), "float32")}
+  images, attrs = ip.generate_shapes(85, 32, seed=3)
+  out = list(ds.test_batches(10))
+  masks = np.concatenate([m for _, m in out])
+  served = _stack([b for b, _ in out], "image")[masks]
+  np.testing.assert_array_equal(served, images[60:] / np.float32(255))
+  np.testing.assert_array_equal(_stack([b for b, _ in out], "attributes")[masks], attrs[60:])
+  train = _epoch(ds, 0, 20)
+  got = sorted(zip(_rows(_stack(train, "image")), map(tuple, _stack(train, "attributes"))))
+  want = sorted(zip(_rows(images[:60] / np.float32(255)),
+                    map(tuple, attrs[:60].astype(np.float32))))
+  assert got == want
+  # a second load reads the stored dataset and generates nothing
+  monkeypatch.setattr(ip, "generate_shapes", lambda *a: pytest.fail("regenerated"))
+  again = _load(cfg)
+  np.testing.assert_array_equal(_epoch(again, 0, 20)[0]["image"], train[0]["image"])
+  assert "shapes" in ip.describe(cfg)
+
+
+# ----------------------------------------------------------------------------
+# Bad config
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg, field", [
+    (dict(name="cifar"), "config.data.name"),
+    (dict(), "config.data.name"),
+    (dict(name="mnist", source="release"), "config.data.source"),
+    (dict(name="shapes", source="tfds"), "config.data.source"),
+    (dict(name="mnist", source="idx", data_dir="/nonexistent/mnist"), "config.data.data_dir"),
+    (dict(name="mnist", source="idx"), "config.data.data_dir"),
+    (dict(name="mnist", data_dir="/nonexistent/tfds"), "config.data.data_dir"),
+    (dict(name="celeba", source="release", data_dir="/nonexistent/celeba"), "config.data.data_dir"),
+    (dict(name="celeba", source="release"), "config.data.data_dir"),
+    (dict(name="mnist", split="all"), "config.data.split"),
+    (dict(name="mnist", binarize="yes"), "config.data.binarize"),
+    (dict(name="mnist", num_train=0), "config.data.num_train"),
+    (dict(name="celeba", celeba_split="random"), "config.data.celeba_split"),
+    (dict(name="celeba", test_fraction=1.5), "config.data.test_fraction"),
+    (dict(name="shapes", image_size=2.5), "config.data.image_size"),
+])
+def test_bad_config(cfg, field):
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    _load(cfg)
+
+
+def test_bad_idx_dir_and_batch_args(tmp_path, mnist_dir):
+  with pytest.raises(ConfigError, match="train-images-idx3-ubyte"):
+    _load(dict(name="mnist", source="idx", data_dir=str(tmp_path)))
+  ds = _load(_mnist_cfg(mnist_dir[0]))
+  with pytest.raises(ConfigError, match="batch_size"):
+    ds.steps_per_epoch(0)
+  with pytest.raises(ConfigError, match="batch_size"):
+    ds.train_batches(0, 101)
+  with pytest.raises(ConfigError, match="start"):
+    ds.train_batches(0, 10, start=11)
+  with pytest.raises(ConfigError, match="process_index"):
+    _load(_mnist_cfg(mnist_dir[0]), pi=2, pc=2)
+
+
+def test_default_config_and_describe():
+  for name in ip.NAMES:
+    cfg = ip.default_config(name)
+    assert cfg.name == name and cfg.source == ip.SOURCES[name][0]
+    assert name in ip.describe(cfg)
+  assert ip.default_config("mnist").num_train == 50_000
+  assert ip.default_config("celeba").image_size == 64
