@@ -1,11 +1,15 @@
 """The paper's MNIST set-up: x = 28x28 binarised image, w = digit label; JMVAE-kl.
 
   python launch.py --config=configs/mnist.py --workdir=/tmp/mnist \
-      --config.objective.name=jmvae_zero --config.objective.alpha=0.01
+      --config.objective.name=jmvae_zero --config.data.source=idx \
+      --config.data.data_dir=/path/to/idx/files
 
-``get_config("smoke")`` shrinks everything for a laptop or a test.
+``get_config("smoke")`` shrinks everything for a laptop or a test. Every field
+below can be overridden from the command line as ``--config.SECTION.FIELD=VALUE``.
 """
 import ml_collections
+
+from jmvae_jax import input_pipeline
 
 
 def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
@@ -25,28 +29,62 @@ def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
   return m
 
 
+def objective_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "jmvae_kl"      # jmvae | jmvae_zero | jmvae_kl | vae | cvae | cmma | package.module:fn
+  o.alpha = 0.1            # JMVAE-kl's alpha (the paper's table: 0.01, 0.1, 1)
+  o.warmup_epochs = 200    # N_t: the prior-KL weight rises linearly from 0 to 1 (0: off)
+  o.warmup_scope = "prior" # "prior": the authors' code; "all": the alpha terms too (MultiVae)
+  return o
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.learning_rate = 1e-3
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-4                # the authors' Adam epsilon
+  o.clip_global_norm = 5.0    # the authors' clipping: global norm, then ...
+  o.clip_value = 1.0          # ... element-wise to [-1, 1]; 0 disables either
+  return o
+
+
+def train_config() -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.batch_size = 100            # global, over all devices and processes
+  t.epochs = 500                # MultiVae's reproduction; the authors' code: 100
+  t.max_steps = 0               # stop earlier than epochs allow (0: off)
+  t.log_every_steps = 500
+  t.eval_every_epochs = 10      # the test bound and figures (0: only at the end)
+  t.checkpoint_every_steps = 5000
+  t.keep_checkpoints = 3
+  return t
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  e = ml_collections.ConfigDict()
+  e.k = 5000                    # importance samples per example (the paper)
+  e.prior_samples = 5000        # samples of p(z) for log p(w) (the authors' MNIST value)
+  e.chunk_size = 500            # samples per chunk: bounds memory for any k
+  e.batch_size = 100            # test examples per call
+  e.seed = 0
+  return e
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-
+  c.data = input_pipeline.default_config("mnist")
   c.model = model_config()
-
-  c.objective = ml_collections.ConfigDict()
-  c.objective.name = "jmvae_kl"   # jmvae | jmvae_zero | jmvae_kl | vae | cvae | cmma | module:fn
-  c.objective.alpha = 0.1         # JMVAE-kl's alpha (the paper: 0.01, 0.1, 1)
-  c.objective.warmup_epochs = 200 # N_t: the prior-KL weight rises linearly to 1 over these
-  c.objective.warmup_scope = "prior"  # "prior": the authors'; "all": also the alpha terms
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 1e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-4              # the authors' Adam epsilon
-  c.optim.clip_global_norm = 5.0  # the authors' clipping, then ...
-  c.optim.clip_value = 1.0        # ... element-wise to [-1, 1]; 0 disables either
-
+  c.objective = objective_config()
+  c.optim = optim_config()
+  c.train = train_config()
+  c.eval = eval_config()
   if arg == "smoke":
     c.model = model_config(hidden=(64,))
     c.model.latent_dim = 8
     c.objective.warmup_epochs = 1
+    c.train.epochs = 1
+    c.train.log_every_steps = 10
+    c.train.checkpoint_every_steps = 50
   return c

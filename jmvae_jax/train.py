@@ -13,6 +13,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jmvae_jax.errors import ConfigError
@@ -63,3 +64,157 @@ def jit_train_step(model, loss_fn, optimizer):
   """The step with static parts bound, compiled once, state donated."""
   step = functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer)
   return jax.jit(step, donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation of the training bound on the test split (exact over a padded batch).
+# ----------------------------------------------------------------------------
+
+def eval_step(params, batch, mask, rng, *, model, loss_fn):
+  """Masked sums of the per-example terms (kl_weight 1: the true bound)."""
+  _, terms = loss_fn(model, params, batch, rng, kl_weight=1.0, reduce=False)
+  mask = mask.astype(jnp.float32)
+  return {k: jnp.sum(v * mask) for k, v in terms.items()}, jnp.sum(mask)
+
+
+def evaluate_bound(eval_fn, params, data, batch_size, mesh, rng) -> dict:
+  """The mean of every term of the objective over the whole test split."""
+  from jmvae_jax import parallel
+  sums, count = {}, 0.0
+  for i, (batch, mask) in enumerate(data.test_batches(batch_size)):
+    arrays = parallel.shard_batch(dict(batch, _mask=mask), mesh)
+    mask_arr = arrays.pop("_mask")
+    s, c = eval_fn(params, arrays, mask_arr, jax.random.fold_in(rng, i))
+    sums = {k: sums.get(k, 0.0) + v for k, v in s.items()}
+    count += c
+  return {k: float(v) / float(count) for k, v in jax.device_get(sums).items()}
+
+
+# ----------------------------------------------------------------------------
+# The one loop with side effects.
+# ----------------------------------------------------------------------------
+
+def check_train_config(train_cfg) -> None:
+  from jmvae_jax.errors import ConfigError
+  for field in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
+                "keep_checkpoints"):
+    value = train_cfg.get(field)
+    if not isinstance(value, int) or value <= 0:
+      raise ConfigError(f"config.train.{field}={value!r} must be an int > 0")
+  for field in ("eval_every_epochs", "max_steps"):
+    value = train_cfg.get(field, 0)
+    if not isinstance(value, int) or value < 0:
+      raise ConfigError(f"config.train.{field}={value!r} must be an int >= 0 (0: off)")
+
+
+class NonFiniteLoss(FloatingPointError):
+  """The loss or a gradient became inf or nan; the last good checkpoint is kept."""
+
+
+def _first_non_finite(history):
+  for step, metrics in history:
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+      return step, bad
+  return None
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
+
+  Returns the last logged training metrics and the last test-bound metrics."""
+  import time
+  from jmvae_jax import builder as build_lib
+  from jmvae_jax import checkpoint, figures, input_pipeline, parallel, writers
+
+  # Everything that can be checked on the config alone, before any data or compile.
+  model, loss_fn = build_lib.build(config)
+  optimizer = make_optimizer(config.optim)
+  check_train_config(config.train)
+  local_batch = parallel.check_batch_size(config.train.batch_size)
+  ckpt = checkpoint.Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
+  data = input_pipeline.load(config.data, config.seed)
+  steps_per_epoch = data.steps_per_epoch(local_batch)
+  total = config.train.epochs * steps_per_epoch
+  if config.train.get("max_steps"):
+    total = min(total, config.train.max_steps)
+
+  mesh = parallel.make_mesh()
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
+  state = parallel.replicate(init_state(model, optimizer, init_rng), mesh)
+  if ckpt.latest_step() is not None:
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+    state, meta = ckpt.restore(abstract)
+    print(f"resumed from step {int(state.step)} ({meta}) in {ckpt.directory}", flush=True)
+  start = int(state.step)
+
+  step_fn = jit_train_step(model, loss_fn, optimizer)
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, loss_fn=loss_fn))
+  writer = writers.Writer(workdir)
+  progress = writers.Progress(start, total)
+  warmup = config.objective.get("warmup_epochs", 0)
+  history, last_train, last_eval = [], {}, {}
+  eval_every = config.train.get("eval_every_epochs", 0)
+  step = start
+  print(f"training {config.objective.name} on {data.name}: {total} steps "
+        f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
+        f"{jax.device_count()} device(s)) in {workdir}", flush=True)
+
+  def flush_history():
+    """Checks every step since the last check is finite; logs their mean."""
+    nonlocal history, last_train
+    fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(history)]
+    history = []
+    bad = _first_non_finite(fetched)
+    if bad:
+      raise NonFiniteLoss(
+          f"non-finite {', '.join(bad[1])} at step {bad[0]}; stopped, the last good "
+          f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}")
+    if fetched:
+      last_train = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
+
+  try:
+    while step < total:
+      epoch, offset = divmod(step, steps_per_epoch)
+      for local in data.train_batches(epoch, local_batch, start=offset):
+        if step >= total:
+          break
+        weight = jnp.float32(build_lib.kl_weight(step / steps_per_epoch, warmup))
+        state, metrics = step_fn(state, parallel.shard_batch(local, mesh), step_rng, weight)
+        step += 1
+        metrics["kl_weight"] = weight
+        history.append((step, metrics))
+        save_now = step % config.train.checkpoint_every_steps == 0 or step == total
+        if step % config.train.log_every_steps == 0 or save_now:
+          flush_history()
+          rate = progress.update(step)
+          writer.scalars(step, last_train)
+          shown = " ".join(f"{k} {v:.4g}" for k, v in sorted(last_train.items()))
+          print(f"epoch {step / steps_per_epoch:.2f}/{config.train.epochs} step "
+                f"{step}/{total} {shown} {rate}", flush=True)
+        if save_now:
+          ckpt.save(step, state, {"epoch": step // steps_per_epoch,
+                                  "batch_in_epoch": step % steps_per_epoch,
+                                  "batch_size": config.train.batch_size})
+        epoch_done = step % steps_per_epoch == 0
+        if (eval_every and epoch_done and (step // steps_per_epoch) % eval_every == 0) or \
+            step == total:
+          t0 = time.time()
+          last_eval = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
+          writer.scalars(step, last_eval, prefix="test")
+          print(f"test bound at step {step}: " + " ".join(
+              f"{k} {v:.4g}" for k, v in sorted(last_eval.items()))
+              + f" ({time.time() - t0:.1f}s)", flush=True)
+          if jax.process_index() == 0:
+            batch, _ = next(iter(data.test_batches(min(16, local_batch))))
+            for name, img in figures.model_figures(model, state.params, batch,
+                                                   eval_rng).items():
+              writer.image(step, name, img)
+    flush_history()
+  finally:
+    ckpt.close()
+    writer.close()
+  return {"train": last_train, "test": last_eval, "step": step,
+          "figures": writer.figure_dir}

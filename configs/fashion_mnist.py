@@ -1,0 +1,14 @@
+"""The MNIST set-up on Fashion-MNIST (x = image, w = one of 10 clothing classes).
+
+Offline, from Debian's package ``dataset-fashion-mnist``:
+  python launch.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+"""
+from configs import mnist
+from jmvae_jax import input_pipeline
+
+
+def get_config(arg: str = ""):
+  c = mnist.get_config(arg)
+  c.data = input_pipeline.default_config("fashion_mnist")
+  c.data.source = "idx"        # /usr/share/datasets/fashion-mnist; "tfds" where it downloads
+  return c

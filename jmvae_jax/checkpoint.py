@@ -1,0 +1,125 @@
+"""Orbax checkpoints under ``WORKDIR/checkpoints`` and the config beside them.
+
+Saved per step: the train state (parameters, optimiser state, step), the base
+random key, and the input position as JSON. ``WORKDIR/config.json`` records the
+config of the run; a workdir whose checkpoint has another architecture is
+refused before anything in it is touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jmvae_jax.errors import ConfigError
+
+# Config sections that fix the shapes of what is saved.
+ARCHITECTURE_FIELDS = ("model", "objective.name")
+
+
+def _lookup(cfg: dict, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg.get(part, {}) if isinstance(cfg, dict) else {}
+  return cfg
+
+
+def _flatten(d, prefix=""):
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+  return out
+
+
+def config_dict(config) -> dict:
+  """The config as plain JSON-able data (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def architecture_difference(saved: dict, current: dict) -> str | None:
+  """The first architecture field that differs, as 'config.FIELD: A there, B here'."""
+  for field in ARCHITECTURE_FIELDS:
+    a, b = _flatten(_lookup(saved, field), field), _flatten(_lookup(current, field), field)
+    for key in sorted(set(a) | set(b)):
+      if a.get(key) != b.get(key):
+        return f"config.{key}: {a.get(key)!r} there, {b.get(key)!r} here"
+  return None
+
+
+def _key_name(k) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _shapes_by_path(tree) -> dict:
+  """'a/b/0/count' -> shape; dict keys, attributes and indices alike, since a
+  saved namedtuple comes back as a dict."""
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+class Checkpointer:
+  """Saves and restores (state, rng, position) with an Orbax CheckpointManager."""
+
+  def __init__(self, workdir: str, config, keep: int = 3, for_writing: bool = True):
+    self.workdir = workdir
+    self.config_path = os.path.join(workdir, "config.json")
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    current = config_dict(config)
+    if os.path.exists(self.config_path):
+      with open(self.config_path) as f:
+        saved = json.load(f)
+      diff = architecture_difference(saved, current)
+      if diff and os.path.isdir(self.directory) and os.listdir(self.directory):
+        raise ConfigError(
+            f"workdir {workdir!r} holds a checkpoint of another architecture ({diff}); "
+            "use a new --workdir or remove that one; nothing in it was changed")
+    elif not for_writing and not os.path.isdir(self.directory):
+      raise ConfigError(f"workdir {workdir!r} has no checkpoint; train first with "
+                        f"--mode=train (the default)")
+    if for_writing and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(self.config_path, "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=for_writing),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, abstract_state: Any, step: int | None = None):
+    """(state, meta) at ``step`` (default: the latest), shaped like ``abstract_state``."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise ConfigError(f"workdir {self.workdir!r} has no checkpoint in {self.directory}")
+    self._check_shapes(step, abstract_state)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return out.state, out.meta
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    saved = self.manager.item_metadata(step)["state"]
+    saved = getattr(saved, "tree", saved)
+    want, have = _shapes_by_path(abstract_state), _shapes_by_path(saved)
+    for key in sorted(set(want) | set(have)):
+      if want.get(key) != have.get(key):
+        raise ConfigError(
+            f"checkpoint {step} in {self.directory} does not match this config's "
+            f"architecture: {key} is {have.get(key)} there, {want.get(key)} here")
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,22 @@
+"""What launch.py runs: one call per mode, with bad input reported in one line."""
+from __future__ import annotations
+
+import sys
+
+from jmvae_jax.errors import ConfigError
+
+
+def run(config, workdir: str, mode: str = "train"):
+  """Trains (resuming) or evaluates ``config`` in ``workdir``; exits 2 on bad input."""
+  from jmvae_jax import train
+  try:
+    if mode == "train":
+      return train.train_and_evaluate(config, workdir)
+    from jmvae_jax import likelihood
+    return likelihood.evaluate_workdir(config, workdir)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except train.NonFiniteLoss as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)

@@ -1,0 +1,111 @@
+"""Figures as numpy arrays and PNG files: image grids with their labels or attributes.
+
+No plotting library is needed: tiles are assembled in numpy and encoded with
+TensorFlow's PNG encoder; a label or attribute vector is drawn as a strip of
+cells under its image (brightness = probability, or green/red for +-1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+  """[N, H, W, C] in [0, 1] (C = 1 or 3) -> [N, H, W, 3] float."""
+  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+
+
+def grid(tiles: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
+  """[N, H, W, 3] -> one [rows*(H+pad)+pad, cols*(W+pad)+pad, 3] image on white."""
+  n, h, w, _ = tiles.shape
+  rows = -(-n // cols)
+  out = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), np.float32)
+  for i in range(n):
+    r, c = divmod(i, cols)
+    out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tiles[i]
+  return out
+
+
+def strip(values: np.ndarray, width: int, height: int = 6, truth: np.ndarray | None = None):
+  """One row of cells per example: a categorical distribution (grey levels, the
+  true class outlined in blue) or +-1 attributes (green +, red -; a wrong sign
+  against ``truth`` is marked by a black top half)."""
+  values = np.asarray(values, np.float32)
+  n, k = values.shape
+  cell = max(1, width // k)
+  out = np.ones((n, height, width, 3), np.float32)
+  signed = np.any(values < 0)
+  for j in range(k):
+    sl = slice(j * cell, (j + 1) * cell - (1 if cell > 2 else 0))
+    if signed:
+      pos = values[:, j] >= 0
+      out[:, :, sl] = np.where(pos[:, None, None, None], [0.1, 0.7, 0.1], [0.8, 0.1, 0.1])
+      if truth is not None:
+        wrong = (truth[:, j] >= 0) != pos
+        out[wrong, : height // 2, sl] = 0.0
+    else:
+      out[:, :, sl] = (1.0 - values[:, j])[:, None, None, None]
+      if truth is not None:
+        hit = truth == j
+        out[hit, -2:, sl] = [0.1, 0.2, 0.9]
+  return out
+
+
+def with_strips(images, values, truth=None) -> np.ndarray:
+  """Images with their label / attribute strip underneath."""
+  rgb = to_rgb(images)
+  return np.concatenate([rgb, strip(values, rgb.shape[2], truth=truth)], axis=1)
+
+
+def write_png(path: str, image: np.ndarray, scale: int = 2) -> str:
+  import tensorflow as tf   # local: TensorFlow is heavy and only needed here
+  img = np.repeat(np.repeat(np.asarray(image), scale, 0), scale, 1)
+  data = tf.io.encode_png(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).numpy()
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
+  """Figures of a trained model on the first ``n`` examples of ``batch``:
+  reconstructions, prior samples, x-to-w and w-to-x generations (those the model
+  can make). Images are the decoder means; returns name -> grid image."""
+  import jax   # local: keep the numpy helpers above free of JAX
+  from jmvae_jax.errors import ConfigError
+  spec = model.spec
+  x, ws = spec.x, spec.w
+  xs = spec.modality(x)
+  if xs.likelihood == "categorical" or len(xs.shape) != 3:
+    return {}
+  batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
+  cols = int(np.ceil(np.sqrt(n)))
+  keys = iter(jax.random.split(rng, 4))
+  out = {}
+  mean = lambda name, z, c=None: np.asarray(model.generate(params, name, z, c))
+  z = jax.random.normal(next(keys), (n, spec.latent_dim))
+  conditions = dict(spec.decoders).get(x, ())
+  out["samples"] = grid(to_rgb(mean(x, z, {c: batch[c] for c in conditions} or None)), cols)
+  try:
+    q = model.posterior(params, batch)
+    recon = mean(x, q.mean, batch)
+    out["reconstructions"] = grid(np.concatenate([to_rgb(batch[x]), to_rgb(recon)], 2), cols)
+  except ConfigError:
+    pass
+  for w in ws:
+    w_spec = spec.modality(w)
+    if w_spec.likelihood != "categorical" and len(w_spec.shape) != 1:
+      continue
+    w_vals = batch[w]
+    shown = np.eye(w_spec.shape[0])[w_vals] if w_vals.ndim == 1 else w_vals
+    truth = w_vals if w_vals.ndim == 1 else w_vals
+    try:
+      pred = np.asarray(model.translate(params, next(keys), {x: batch[x]}, w, sample_z=False))
+      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred, truth), cols)
+    except ConfigError:
+      pass
+    try:
+      gen = np.asarray(model.translate(params, next(keys), {w: batch[w]}, x, sample_z=False))
+      out[f"{w}_to_{x}"] = grid(with_strips(gen, shown), cols)
+    except ConfigError:
+      pass
+  return out

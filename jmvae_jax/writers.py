@@ -1,0 +1,73 @@
+"""Where a run reports: a progress line, metrics.jsonl, TensorBoard and PNG figures."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from jmvae_jax import figures
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+  """Steps per second over the last interval and the ETA to ``total`` steps."""
+
+  def __init__(self, start_step: int, total: int):
+    self.total, self.last_step, self.last_time = total, start_step, time.time()
+    self.rate = None
+
+  def update(self, step: int) -> str:
+    now = time.time()
+    if step > self.last_step:
+      self.rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    if not self.rate:
+      return ""
+    return f"{self.rate:.1f} steps/s ETA {format_duration((self.total - step) / self.rate)}"
+
+
+class Writer:
+  """metrics.jsonl, TensorBoard event files and figures, from process 0 only."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self.workdir = workdir
+    self.figure_dir = os.path.join(workdir, "figures")
+    if self.active:
+      import tensorflow as tf   # local: only the writer needs TensorFlow's summaries
+      self._tf = tf
+      os.makedirs(self.figure_dir, exist_ok=True)
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
+    if not self.active:
+      return
+    values = {f"{prefix}/{k}": float(v) for k, v in values.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+    self._jsonl.flush()
+    with self._tb.as_default(step=int(step)):
+      for k, v in values.items():
+        self._tf.summary.scalar(k, v)
+
+  def image(self, step: int, name: str, image: np.ndarray) -> str | None:
+    """Writes a figure to TensorBoard and to figures/NAME.png; returns the path."""
+    if not self.active:
+      return None
+    with self._tb.as_default(step=int(step)):
+      self._tf.summary.image(name, np.asarray(image)[None], max_outputs=1)
+    return figures.write_png(os.path.join(self.figure_dir, f"{name}.png"), image)
+
+  def close(self) -> None:
+    if self.active:
+      self._tb.flush()
+      self._jsonl.close()

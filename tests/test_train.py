@@ -1,0 +1,131 @@
+"""The training entry point end to end: resume, multi-device equality, SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import shapes
+from jmvae_jax import ConfigError, builder, checkpoint, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **train_fields):
+  c = shapes.get_config("smoke")
+  c.data.data_dir = str(data_dir)
+  for k, v in train_fields.items():
+    c.train[k] = v
+  return c
+
+
+def restore_params(config, workdir):
+  model, _ = builder.build(config)
+  optimizer = train.make_optimizer(config.optim)
+  abstract = jax.eval_shape(lambda: train.init_state(model, optimizer, jax.random.PRNGKey(0)))
+  ckpt = checkpoint.Checkpointer(str(workdir), config, for_writing=False)
+  state, meta = ckpt.restore(abstract)
+  ckpt.close()
+  return state, meta
+
+
+def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path):
+  workdir = tmp_path / "run"
+  out = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
+  assert out["step"] == 10
+  out2 = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=3), str(workdir))
+  assert out2["step"] == 30
+  state, meta = restore_params(tiny_config(tmp_path / "data", epochs=3), workdir)
+  assert int(state.step) == 30 and meta == {"epoch": 3, "batch_in_epoch": 0, "batch_size": 40}
+  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  train_loss = {l["step"]: l["train/loss"] for l in lines if "train/loss" in l}
+  assert sorted(train_loss)[0] == 5 and max(train_loss) == 30   # the resumed run appended
+  assert train_loss[30] < train_loss[5] - 100
+  test = [l for l in lines if "test/elbo" in l]
+  assert [l["step"] for l in test] == [10, 20, 30]   # every epoch (and at the end)
+  assert test[-1]["test/elbo"] > test[0]["test/elbo"]
+  figures = set(os.listdir(workdir / "figures"))
+  assert figures == {"samples.png", "reconstructions.png", "image_to_attributes.png",
+                     "attributes_to_image.png"}
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+
+
+def test_a_workdir_of_another_architecture_is_refused_and_left_untouched(tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
+  before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir) for p in fs}
+  other = tiny_config(tmp_path / "data", epochs=1)
+  other.model.latent_dim = 6
+  with pytest.raises(ConfigError, match=r"another architecture \(config.model.latent_dim: 4 "
+                     r"there, 6 here\)"):
+    train.train_and_evaluate(other, str(workdir))
+  after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir) for p in fs}
+  assert before == after
+
+
+def test_bad_train_fields_fail_before_anything_runs(tmp_path):
+  c = tiny_config(tmp_path / "data", batch_size=0)
+  with pytest.raises(ConfigError, match=r"config.train.batch_size=0 must be an int > 0"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+
+
+RUN = """
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+from tests.test_train import tiny_config, restore_params
+from jmvae_jax import train
+c = tiny_config({data!r}, epochs=2, checkpoint_every_steps={every})
+{extra}
+train.train_and_evaluate(c, {workdir!r})
+state, _ = restore_params(c, {workdir!r})
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+print("devices", jax.device_count())
+"""
+
+
+def run_script(tmp_path, name, devices=1, every=20, extra="", wait=True):
+  script = RUN.format(root=ROOT, data=str(tmp_path / "data"), workdir=str(tmp_path / name),
+                      out=str(tmp_path / f"{name}.npz"), every=every, extra=extra)
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, "-c", script]
+  if not wait:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+  done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert f"devices {devices}" in done.stdout
+  return [v for _, v in sorted(np.load(tmp_path / f"{name}.npz").items(),
+                               key=lambda kv: int(kv[0].split("_")[1]))]
+
+
+def test_one_device_and_four_simulated_devices_give_the_same_parameters(tmp_path):
+  one = run_script(tmp_path, "one", devices=1)
+  four = run_script(tmp_path, "four", devices=4)
+  assert len(one) == len(four)
+  for a, b in zip(one, four):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+  reference = run_script(tmp_path, "straight", every=4)
+  proc = run_script(tmp_path, "killed", every=4, wait=False)
+  ckpts = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    steps = [d for d in os.listdir(ckpts) if d.isdigit()] if ckpts.exists() else []
+    if steps and max(map(int, steps)) >= 8:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert steps and steps[-1] < 20, f"the run finished before it was killed: {steps}"
+  resumed = run_script(tmp_path, "killed", every=4)
+  for a, b in zip(reference, resumed):
+    np.testing.assert_array_equal(a, b)
