@@ -62,6 +62,17 @@ class ModalitySpec:
   def event_ndim(self) -> int:
     return len(self.shape)
 
+  def flat_log_prob(self, out: jax.Array, x: jax.Array) -> jax.Array:
+    """log p(x | decoder output), with the event axes of an elementwise likelihood
+    flattened to one first: the same number, and several times faster on XLA:CPU
+    than elementwise work and sums over (28, 28, 1)."""
+    spec = self
+    if self.event_ndim > 1 and self.likelihood != "categorical" and self.param_shape == self.shape:
+      spec = dataclasses.replace(self, shape=(self.size,))
+      out = out.reshape(out.shape[: out.ndim - self.event_ndim] + (-1,))
+      x = x.reshape(x.shape[: x.ndim - self.event_ndim] + (-1,))
+    return spec.likelihood_fns.log_prob(spec, out, x)
+
 
 # ----------------------------------------------------------------------------
 # Likelihoods: decoder output -> log p(x | z), mean, sample.

@@ -159,8 +159,7 @@ class Model:
   def log_likelihood(self, params: Params, name: str, z: jax.Array, x: jax.Array,
                      cond: Batch | None = None) -> jax.Array:
     """log p(x_name | z [, cond]) with shape [*lead]; x broadcasts against z's lead."""
-    spec = self.spec.modality(name)
-    return spec.likelihood_fns.log_prob(spec, self.decode(params, name, z, cond), x)
+    return self.spec.modality(name).flat_log_prob(self.decode(params, name, z, cond), x)
 
   def generate(self, params: Params, name: str, z: jax.Array, cond: Batch | None = None,
                rng: jax.Array | None = None) -> jax.Array:

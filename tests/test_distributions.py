@@ -127,3 +127,8 @@ def test_logmeanexp_matches_float64():
   a = RNG.normal(size=(7, 3)) * 30
   want = np.log(np.mean(np.exp(a - a.max(0)), 0)) + a.max(0)
   np.testing.assert_allclose(D.logmeanexp(jnp.asarray(a, jnp.float32), 0), want, rtol=1e-5)
+
+
+def test_cheap_softplus_matches_jax_softplus_over_a_wide_range():
+  a = jnp.linspace(-200.0, 200.0, 4001)
+  np.testing.assert_allclose(D.softplus(a), jax.nn.softplus(a), rtol=1e-6, atol=1e-7)
