@@ -9,7 +9,7 @@ below can be overridden from the command line as ``--config.SECTION.FIELD=VALUE`
 """
 import ml_collections
 
-from jmvae_jax import input_pipeline
+from jmvae_jax import input_pipeline, likelihood
 
 
 def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
@@ -61,16 +61,6 @@ def train_config() -> ml_collections.ConfigDict:
   return t
 
 
-def eval_config() -> ml_collections.ConfigDict:
-  e = ml_collections.ConfigDict()
-  e.k = 5000                    # importance samples per example (the paper)
-  e.prior_samples = 5000        # samples of p(z) for log p(w) (the authors' MNIST value)
-  e.chunk_size = 500            # samples per chunk: bounds memory for any k
-  e.batch_size = 100            # test examples per call
-  e.seed = 0
-  return e
-
-
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -79,7 +69,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.objective = objective_config()
   c.optim = optim_config()
   c.train = train_config()
-  c.eval = eval_config()
+  c.eval = likelihood.eval_config()   # k = 5000, prior_samples = 5000, chunks, seed
   if arg == "smoke":
     c.model = model_config(hidden=(64,))
     c.model.latent_dim = 8

@@ -12,8 +12,8 @@ def run(config, workdir: str, mode: str = "train"):
   try:
     if mode == "train":
       return train.train_and_evaluate(config, workdir)
-    from jmvae_jax import likelihood
-    return likelihood.evaluate_workdir(config, workdir)
+    from jmvae_jax import evaluate
+    return evaluate.evaluate_workdir(config, workdir)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,0 +1,117 @@
+"""The evaluation job (``launch.py --mode=evaluate``): restore, estimate, report.
+
+Restores the latest checkpoint of a workdir, estimates every test log-likelihood the
+model can compute with k importance samples (likelihood.py), measures the
+cross-modal accuracy and the w-to-x coherence (judged by a classifier trained once
+on the train split and cached in ``WORKDIR/classifiers``), writes
+``WORKDIR/evaluation.json`` and prints a table in the layout of the paper's Table 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from jmvae_jax import input_pipeline, likelihood, parallel, train
+from jmvae_jax.errors import ConfigError
+
+CLASSIFIER_EXAMPLES = 20_000   # train examples the coherence classifier sees
+
+
+def check_test_split(model, data) -> None:
+  """A one-line error if the dataset lacks a modality the model declares."""
+  missing = [n for n in model.spec.names if n not in data.modalities]
+  if missing:
+    raise ConfigError(f"the test split of {data.name!r} has no modality {missing[0]!r}; it has "
+                      f"{sorted(data.modalities)} (config.model.modalities must match the data)")
+
+
+def _train_arrays(data, names, limit: int, batch_size: int) -> dict:
+  rows = {n: [] for n in names}
+  count = 0
+  for batch in data.train_batches(0, min(batch_size, data.num_train)):
+    for n in names:
+      rows[n].append(batch[n])
+    count += len(batch[names[0]])
+    if count >= limit:
+      break
+  return {n: np.concatenate(v)[:limit] for n, v in rows.items()}
+
+
+def coherence_classifier(model, data, workdir: str, target: str, seed: int):
+  """The x -> ``target`` classifier, trained once on the train split and cached."""
+  path = os.path.join(workdir, "classifiers", f"{model.spec.x}_to_{target}.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      n = len(f.files) // 2
+      return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(n)]
+  arrays = _train_arrays(data, (model.spec.x, target), CLASSIFIER_EXAMPLES, 128)
+  layers = likelihood.train_classifier(model.spec.modality(model.spec.x),
+                                       model.spec.modality(target), arrays[model.spec.x],
+                                       arrays[target], epochs=3, seed=seed)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    flat = {}
+    for i, layer in enumerate(layers):
+      flat[f"w{i}"], flat[f"b{i}"] = np.asarray(layer["w"]), np.asarray(layer["b"])
+    np.savez(path, **flat)
+  return layers
+
+
+def _every(seconds: float, log):
+  """A progress callback that passes a line on at most every ``seconds``, and the last."""
+  last = [0.0]
+
+  def progress(line: str) -> None:
+    now = time.time()
+    if log and (now - last[0] >= seconds or "ETA 0 s" in line):
+      last[0] = now
+      log(line)
+  return progress
+
+
+def evaluate_workdir(config, workdir: str, log=print) -> dict:
+  """Evaluates the latest checkpoint in ``workdir``; writes and returns the results.
+  ``log`` gets the progress lines and the table (None: silent)."""
+  log = log or (lambda line: None)
+  opts = likelihood.eval_options(config)          # bad k etc.: before anything heavy
+  model, _, state, _ = train.load_trained(config, workdir)
+  data = input_pipeline.load(config.data, config.seed)
+  check_test_split(model, data)
+  step, params = int(state.step), state.params
+  batch_size = opts["batch_size"]
+  progress = _every(10.0, log)
+  log(f"evaluating step {step} of {workdir} on {data.num_test} test examples, k={opts['k']}")
+  t0 = time.time()
+  result = likelihood.estimate(
+      model, params, data.test_batches(batch_size), k=opts["k"],
+      prior_samples=opts["prior_samples"], chunk_size=opts["chunk_size"], seed=opts["seed"],
+      estimators=opts["estimators"], progress=progress, total=data.num_test)
+  result["step"] = step
+  result["cross_modal_accuracy"] = likelihood.cross_modal_accuracy(
+      model, params, data.test_batches(batch_size))
+  result["coherence"] = {}
+  for target in model.spec.w:
+    if model.spec.modality(target).likelihood == "categorical" or \
+        len(model.spec.modality(target).shape) == 1:
+      try:
+        clf = coherence_classifier(model, data, workdir, target, opts["seed"])
+        result["coherence"][target] = likelihood.coherence(
+            model, params, clf, data.test_batches(batch_size), target=target,
+            seed=opts["seed"])
+      except ConfigError:   # the model cannot generate x from this w
+        pass
+  result["total_seconds"] = time.time() - t0
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "evaluation.json"), "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True, default=float)
+  log(likelihood.markdown_table(result))
+  for w, v in result["cross_modal_accuracy"].items():
+    log(f"{model.spec.x} -> {w} accuracy: {v['mean']:.4f} +- {v['stderr']:.4f}")
+  for w, v in result["coherence"].items():
+    log(f"{w} -> {model.spec.x} coherence: {v['mean']:.4f} +- {v['stderr']:.4f}")
+  log(f"wrote {os.path.join(workdir, 'evaluation.json')}")
+  return result

@@ -1,0 +1,68 @@
+"""The evaluation job end to end: a trained workdir in, evaluation.json out."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jmvae_jax import ConfigError, evaluate, train
+from tests.test_train import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval")
+  config = tiny_config(root / "data", epochs=1)
+  train.train_and_evaluate(config, str(root / "run"))
+  return config, root
+
+
+def test_evaluate_writes_every_estimator_and_caches_the_classifier(trained):
+  config, root = trained
+  config = tiny_config(root / "data", epochs=1)
+  config.eval.k, config.eval.prior_samples, config.eval.chunk_size = 16, 16, 8
+  workdir = str(root / "run")
+  lines = []
+  result = evaluate.evaluate_workdir(config, workdir, log=lines.append)
+  saved = json.load(open(os.path.join(workdir, "evaluation.json")))
+  assert saved["step"] == 10 and saved["k"] == 16 and saved["num_examples"] == 100
+  est = saved["estimates"]
+  assert {"joint", "marginal_multiple", "marginal_single", "conditional_multiple",
+          "conditional_single"} <= set(est)
+  for v in est.values():
+    assert np.isfinite(v["mean"]) and v["stderr"] > 0
+  # log p(x, w) = log p(x | w) + log p(w), and both log p(x) bounds sit above log p(x, w)
+  # on average here (continuous attributes have log-densities that can be positive).
+  assert abs(est["joint"]["mean"] - est["conditional_multiple"]["mean"]
+             - est["log_p_w"]["mean"]) < 1e-3 * abs(est["joint"]["mean"])
+  assert 0.5 <= saved["cross_modal_accuracy"]["attributes"]["mean"] <= 1.0
+  assert "attributes" in saved["coherence"]
+  assert any(l.startswith("| log p(x) |") for l in "\n".join(lines).splitlines())
+  clf = os.path.join(workdir, "classifiers", "image_to_attributes.npz")
+  mtime = os.path.getmtime(clf)
+  again = evaluate.evaluate_workdir(config, workdir, log=None)
+  assert os.path.getmtime(clf) == mtime                      # trained once, then cached
+  assert again["estimates"]["joint"]["mean"] == result["estimates"]["joint"]["mean"]
+
+
+def test_bad_evaluation_requests_fail_clearly_before_heavy_work(trained, tmp_path):
+  config, root = trained
+  bad = tiny_config(root / "data", epochs=1)
+  bad.eval.k = 0
+  with pytest.raises(ConfigError, match=r"config.eval.k=0 must be an int > 0"):
+    evaluate.evaluate_workdir(bad, str(root / "run"), log=None)
+  with pytest.raises(ConfigError, match="has no checkpoint"):
+    evaluate.evaluate_workdir(tiny_config(root / "data"), str(tmp_path / "empty"), log=None)
+  other = tiny_config(root / "data", epochs=1)
+  other.objective.name = "jmvae_zero"
+  with pytest.raises(ConfigError, match="another architecture"):
+    evaluate.evaluate_workdir(other, str(root / "run"), log=None)
+
+
+def test_a_test_split_missing_a_modality_is_named():
+  class Data:
+    name, modalities = "shapes", {"image": ((32, 32, 3), "float32")}
+  import jmvae_jax
+  model, _ = jmvae_jax.build(tiny_config("unused"))
+  with pytest.raises(ConfigError, match=r"test split of 'shapes' has no modality 'attributes'"):
+    evaluate.check_test_split(model, Data())
