@@ -218,3 +218,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
   return {"train": last_train, "test": last_eval, "step": step,
           "figures": writer.figure_dir}
+
+
+def load_trained(config, workdir: str, step: int | None = None):
+  """(model, loss_fn, state, meta) restored from ``workdir``'s latest (or ``step``)
+  checkpoint; a one-line ConfigError if there is none or it has another architecture."""
+  from jmvae_jax import builder, checkpoint
+  model, loss_fn = builder.build(config)
+  optimizer = make_optimizer(config.optim)
+  ckpt = checkpoint.Checkpointer(workdir, config, for_writing=False)
+  try:
+    abstract = jax.eval_shape(lambda: init_state(model, optimizer, jax.random.PRNGKey(0)))
+    state, meta = ckpt.restore(abstract, step)
+  finally:
+    ckpt.close()
+  return model, loss_fn, state, meta

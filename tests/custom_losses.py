@@ -17,3 +17,13 @@ def image_only_elbo(model, params, batch, rng, *, kl_weight=1.0, reduce=True, **
   if reduce:
     terms = {k: jnp.mean(v) for k, v in terms.items()}
   return terms["loss"], terms
+
+
+def nan_after_half_warmup(model, params, batch, rng, *, kl_weight=1.0, reduce=True, **options):
+  """The JMVAE-kl loss, made NaN once the warm-up weight passes 0.5: a divergence at a
+  known step, for the test that a non-finite loss stops the run."""
+  from jmvae_jax import objectives
+  loss, terms = objectives.jmvae_kl(model, params, batch, rng, kl_weight=kl_weight,
+                                    reduce=reduce, **options)
+  loss = loss * jnp.where(kl_weight > 0.5, jnp.nan, 1.0)   # NaN gradients too
+  return loss, dict(terms, loss=loss)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import shapes
-from jmvae_jax import ConfigError, builder, checkpoint, train
+from jmvae_jax import ConfigError, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,12 +25,7 @@ def tiny_config(data_dir, **train_fields):
 
 
 def restore_params(config, workdir):
-  model, _ = builder.build(config)
-  optimizer = train.make_optimizer(config.optim)
-  abstract = jax.eval_shape(lambda: train.init_state(model, optimizer, jax.random.PRNGKey(0)))
-  ckpt = checkpoint.Checkpointer(str(workdir), config, for_writing=False)
-  state, meta = ckpt.restore(abstract)
-  ckpt.close()
+  _, _, state, meta = train.load_trained(config, str(workdir))
   return state, meta
 
 
@@ -129,3 +124,17 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
   resumed = run_script(tmp_path, "killed", every=4)
   for a, b in zip(reference, resumed):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  c = tiny_config(tmp_path / "data", epochs=2, checkpoint_every_steps=5, log_every_steps=5)
+  c.objective.name = "tests.custom_losses:nan_after_half_warmup"
+  c.objective.warmup_epochs = 2      # kl_weight = step / 20: above 0.5 from step 11 (0-based)
+  with pytest.raises(train.NonFiniteLoss,
+                     match=r"non-finite .*grad_norm.* at step 12; .*last good checkpoint "
+                           r"\(step 10\)"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit())
+  assert steps == [5, 10]
+  state, _ = restore_params(c, tmp_path / "run")
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))

@@ -1,0 +1,88 @@
+"""Images per second of the MNIST JMVAE-kl train step at batch 100, against a ceiling.
+
+  .venv/bin/python benchmarks/train_throughput.py [--batch_size=100] [--rounds=6]
+
+The ceiling is the machine's dense-matmul rate measured in the same run at the
+model's main layer shape ([batch, 512] x [512, 512]; benchmarks/common.py) divided
+by the step's matmul FLOPs per image: every Dense kernel forward, and backward the
+weight gradient of every kernel plus the input gradient of every kernel whose input
+is not data (the first layer of each encoder branch reads the batch itself). Step
+and matmul timings alternate round by round; the best round of each is reported,
+the medians beside them. The last line is JSON: images_per_second,
+ceiling_images_per_second, fraction_of_ceiling.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax   # noqa: E402
+import jax.numpy as jnp   # noqa: E402
+import numpy as np   # noqa: E402
+
+from benchmarks.common import command, kernel_flops, machine, matmul_rate   # noqa: E402
+from configs import mnist   # noqa: E402
+from jmvae_jax import builder, train   # noqa: E402
+
+
+def step_flops_per_image(params) -> int:
+  """Forward + backward matmul FLOPs of one train step, per image."""
+  forward = kernel_flops(params)
+  data_layers = sum(kernel_flops(branch["dense0"]) for enc in params["encoder"].values()
+                    for name, branch in enc.items() if name.startswith("branch_"))
+  return forward + forward + (forward - data_layers)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch_size", type=int, default=100)
+  parser.add_argument("--steps", type=int, default=40, help="steps per timed round")
+  parser.add_argument("--rounds", type=int, default=6)
+  args = parser.parse_args()
+
+  config = mnist.get_config()
+  model, loss_fn = builder.build(config)
+  optimizer = train.make_optimizer(config.optim)
+  state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.random((args.batch_size, 28, 28, 1)) > 0.5, jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32)}
+  step = train.jit_train_step(model, loss_fn, optimizer)
+  weight, key = jnp.float32(1.0), jax.random.PRNGKey(1)
+  flops = step_flops_per_image(state.params)
+
+  state, _ = step(state, batch, key, weight)    # compile
+  jax.block_until_ready(state)
+  rates, ceilings = [], []
+  for r in range(args.rounds + 1):       # round 0 warms the CPU up and is dropped
+    ceilings.append(matmul_rate(args.batch_size) / flops)
+    t = time.perf_counter()
+    for _ in range(args.steps):
+      state, _ = step(state, batch, key, weight)
+    jax.block_until_ready(state)
+    rates.append(args.batch_size * args.steps / (time.perf_counter() - t))
+    print(f"round {r}: {rates[-1]:,.0f} images/s; ceiling {ceilings[-1]:,.0f} images/s "
+          f"({rates[-1] / ceilings[-1]:.3f})")
+  rates, ceilings = rates[1:], ceilings[1:]
+  fractions = np.array(rates) / np.array(ceilings)   # each round's pair saw the same load
+  r = int(np.argsort(fractions)[len(fractions) // 2])   # the median round
+  print("command:", command())
+  print("machine:", json.dumps(machine()))
+  print(f"model: JMVAE-kl, configs/mnist.py (paper architecture), batch {args.batch_size}; "
+        f"{flops / 1e6:.2f} MFLOP per image per step (matmuls, forward + backward)")
+  print(json.dumps({
+      "images_per_second": round(rates[r], 1),
+      "ceiling_images_per_second": round(ceilings[r], 1),
+      "fraction_of_ceiling": round(float(fractions[r]), 4),
+      "best_images_per_second": round(max(rates), 1),
+      "best_ceiling_images_per_second": round(max(ceilings), 1),
+      "matmul_gflops": round(ceilings[r] * flops / 1e9, 1),
+      "mflops_per_image": round(flops / 1e6, 3),
+      "batch_size": args.batch_size}))
+
+
+if __name__ == "__main__":
+  main()
