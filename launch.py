@@ -27,7 +27,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   from absl import logging
-  logging.set_verbosity(logging.WARNING)   # Orbax logs every file it closes at INFO
+  logging.set_verbosity(logging.ERROR)   # Orbax and tfds narrate every file they touch
   import jax
   if flags.FLAGS.multihost:
     jax.distributed.initialize()

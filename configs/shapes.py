@@ -13,12 +13,12 @@ from jmvae_jax import input_pipeline
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = mnist.get_config()
   c.data = input_pipeline.default_config("shapes")
-  c.data.num_train = 8000
-  c.data.num_test = 1000
+  c.data.num_train = 20_000
+  c.data.num_test = 2_000
   c.model.latent_dim = 16
   c.model.modalities = ml_collections.ConfigDict()
   c.model.modalities.image = dict(likelihood="bernoulli", shape=(32, 32, 3),
-                                  hidden=(256, 256), decoder_hidden=(256, 256))
+                                  hidden=(512, 512), decoder_hidden=(512, 512))
   # A Gaussian on +-1 attributes, its mean through tanh as in the authors' CelebA code.
   c.model.modalities.attributes = dict(likelihood="gaussian", shape=(7,), variance=0.1,
                                        mean_activation="tanh", hidden=(64, 64),
@@ -26,10 +26,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.objective.alpha = 1.0
   c.objective.warmup_epochs = 2
   c.train.batch_size = 100
-  c.train.epochs = 12
-  c.train.log_every_steps = 80
-  c.train.eval_every_epochs = 4
-  c.train.checkpoint_every_steps = 400
+  c.train.epochs = 10
+  c.train.log_every_steps = 200
+  c.train.eval_every_epochs = 5
+  c.train.checkpoint_every_steps = 1000
   c.eval.k = 100
   c.eval.prior_samples = 100
   if arg == "smoke":    # the tests' size

@@ -42,6 +42,8 @@ def main(argv=None):
   parser.add_argument("--workdir", default=os.path.join("workdirs", "demo"))
   parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
   args = parser.parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)   # tfds and Orbax narrate every file at INFO/WARNING
   config = shapes.get_config()
   if args.epochs:
     config.train.epochs = args.epochs
@@ -55,8 +57,8 @@ def main(argv=None):
   rt = round_trip_accuracy(model, state.params, data, bs)
   print(f"\nheld-out shapes ({data.num_test}), after {int(state.step)} steps "
         f"({time.time() - t0:.0f}s):")
-  print(f"  image -> {w} accuracy:           {acc[w]['mean']:.4f} +- {acc[w]['stderr']:.4f}")
-  print(f"  {w} -> image -> {w} accuracy: {rt:.4f}")
+  print(f"  image -> {w} accuracy: {acc[w]['mean']:.4f} +- {acc[w]['stderr']:.4f}")
+  print(f"  {w} -> image -> {w} round-trip accuracy: {rt:.4f}")
   print(f"  test bound (elbo): {out['test'].get('elbo', float('nan')):.2f} nats")
   for name in sorted(os.listdir(out["figures"])):
     print(f"  figure: {os.path.join(out['figures'], name)}")

@@ -156,6 +156,10 @@ def resolve(data_cfg) -> dict[str, Any]:
   name = data_cfg.get("name", None)
   if name not in NAMES:
     raise allowed("config.data.name", name, NAMES)
+  unknown = sorted(set(data_cfg.keys()) - set(DEFAULTS[name]) - {"name"})
+  if unknown:   # a typo would otherwise be silently ignored
+    raise ConfigError(f"config.data.{unknown[0]} is not a field of dataset {name!r}; its fields: "
+                      f"{', '.join(sorted(DEFAULTS[name]))}")
   out = {"name": name, "source": _field(data_cfg, name, "source") or DEFAULTS[name]["source"]}
   if out["source"] not in SOURCES[name]:
     raise allowed("config.data.source", out["source"], SOURCES[name])

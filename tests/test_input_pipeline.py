@@ -542,3 +542,12 @@ def test_default_config_and_describe():
     assert name in ip.describe(cfg)
   assert ip.default_config("mnist").num_train == 50_000
   assert ip.default_config("celeba").image_size == 64
+
+
+def test_an_unknown_data_field_is_named_rather_than_ignored():
+  c = ip.default_config("shapes")
+  with c.unlocked():
+    c.num_trian = 5
+  with pytest.raises(ConfigError, match=r"config.data.num_trian is not a field of dataset "
+                     r"'shapes'; its fields: .*num_train"):
+    ip.resolve(c)
