@@ -42,23 +42,25 @@ def _train_arrays(data, names, limit: int, batch_size: int) -> dict:
 
 
 def coherence_classifier(model, data, workdir: str, target: str, seed: int):
-  """The x -> ``target`` classifier, trained once on the train split and cached."""
+  """The x -> ``target`` classifier, trained once on the train split and cached in the
+  workdir. In a multi-process run process 0 trains and writes it, the others wait and
+  read it, so every process holds the same classifier."""
   path = os.path.join(workdir, "classifiers", f"{model.spec.x}_to_{target}.npz")
-  if os.path.exists(path):
-    with np.load(path) as f:
-      n = len(f.files) // 2
-      return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(n)]
-  arrays = _train_arrays(data, (model.spec.x, target), CLASSIFIER_EXAMPLES, 128)
-  layers = likelihood.train_classifier(model.spec.modality(model.spec.x),
-                                       model.spec.modality(target), arrays[model.spec.x],
-                                       arrays[target], epochs=3, seed=seed)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and not os.path.exists(path):
+    arrays = _train_arrays(data, (model.spec.x, target), CLASSIFIER_EXAMPLES, 128)
+    layers = likelihood.train_classifier(model.spec.modality(model.spec.x),
+                                         model.spec.modality(target), arrays[model.spec.x],
+                                         arrays[target], epochs=3, seed=seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     flat = {}
     for i, layer in enumerate(layers):
       flat[f"w{i}"], flat[f"b{i}"] = np.asarray(layer["w"]), np.asarray(layer["b"])
     np.savez(path, **flat)
-  return layers
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"jmvae_jax: classifier {path}")
+  with np.load(path) as f:
+    return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(len(f.files) // 2)]
 
 
 def _every(seconds: float, log):

@@ -23,10 +23,12 @@ Where the data comes from (``config.data.source``):
 * ``generated``: the Shapes set, drawn with numpy from ``data_seed`` and written
   once as a tfds dataset under ``data_dir`` by :class:`ShapesBuilder`.
 
-Determinism. Every process reads a fixed, disjoint shard of each split
-(example ``i`` goes to process ``i % process_count``); training shards are cut
-to ``n // process_count`` examples so every process runs the same number of
-steps. An epoch's order is a numpy permutation seeded by ``(seed, epoch)``
+Determinism. In memory (MNIST-like sets, Shapes) an epoch's global batch b is
+rows [b G, (b + 1) G) of the epoch's permutation (G = the global batch) and each
+process reads its own slice of it, so the run does not depend on the number of
+processes; streamed CelebA gives process p the examples i with i % P == p, cut to
+``n // process_count``. The test split is always sharded that way (padded, masked).
+An epoch's order is a numpy permutation seeded by ``(seed, epoch)``
 (CelebA, which streams from disk, uses a ``shuffle_buffer`` seeded the same
 way). Dynamic binarisation draws ``Bernoulli(intensity)`` with
 ``tf.random.stateless_uniform`` keyed by ``(seed, epoch, example index)``; the
@@ -508,13 +510,23 @@ def _fingerprint(release_dir: str) -> str:
   return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
 
 
-def _prepare(builder, what: str) -> None:
-  if not builder.is_prepared():
-    manual_dir = getattr(builder, "_release_dir", None)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+def _prepare(make_builder, what: str):
+  """The builder ``make_builder()`` with its tfds dataset written once. In a multi-process
+  run process 0 writes it while the others wait at a barrier (they share the directory,
+  and two writers collide), then every process opens it afresh."""
+  if jax.process_index() == 0:
+    builder = make_builder()
+    if not builder.is_prepared():
+      manual_dir = getattr(builder, "_release_dir", None)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"jmvae_jax: {what} prepared")
+  builder = make_builder()
   if not builder.is_prepared():
     raise ConfigError(f"{what}: preparing the tfds dataset in {builder.data_dir} failed")
+  return builder
 
 
 # ----------------------------------------------------------------------------
@@ -545,12 +557,12 @@ def _tfds_builder(c):
   if not c["download"]:
     raise ConfigError(_tfds_instructions(c))
   try:
-    builder.download_and_prepare()
+    return _prepare(lambda: tfds.builder(tfds_name, data_dir=c["data_dir"] or None),
+                    f"tfds {tfds_name!r}")
   except Exception as e:  # pylint: disable=broad-except  # network, quota, disk: all alike here
     first = str(e).splitlines()[0] if str(e) else ""
     raise ConfigError(f"downloading {tfds_name!r} failed ({type(e).__name__}: {first}); "
                       f"{_tfds_instructions(c)}") from None
-  return builder
 
 
 def _as_arrays(builder, split: str) -> dict[str, np.ndarray]:
@@ -593,10 +605,9 @@ def _check_dir(c) -> None:
 
 
 def _shapes_arrays(c):
-  builder = ShapesBuilder(num_train=c["num_train"], num_test=c["num_test"],
-                          image_size=c["image_size"], seed=c["data_seed"],
-                          data_dir=c["data_dir"] or _default_cache())
-  _prepare(builder, "shapes")
+  builder = _prepare(lambda: ShapesBuilder(
+      num_train=c["num_train"], num_test=c["num_test"], image_size=c["image_size"],
+      seed=c["data_seed"], data_dir=c["data_dir"] or _default_cache()), "shapes")
   return _as_arrays(builder, "train"), _as_arrays(builder, "test")
 
 
@@ -611,9 +622,10 @@ def _celeba_streams(c):
     images = _ImageFiles(c["data_dir"])  # the cheap checks first: files present, lists parse
     images.check(_parse_celeba_lists(c["data_dir"])[0])
     size = c["image_size"]
-    builder = CelebaRelease(release_dir=c["data_dir"], image_size=size, crop=c["crop"],
-                            data_dir=c["cache_dir"] or os.path.join(c["data_dir"], "tfds"))
-    _prepare(builder, f"config.data.data_dir={c['data_dir']!r}")
+    builder = _prepare(lambda: CelebaRelease(
+        release_dir=c["data_dir"], image_size=size, crop=c["crop"],
+        data_dir=c["cache_dir"] or os.path.join(c["data_dir"], "tfds")),
+        f"config.data.data_dir={c['data_dir']!r}")
 
     def convert(ex):
       image = tf.ensure_shape(tf.io.decode_png(ex["image"], channels=3), (size, size, 3))
@@ -728,18 +740,24 @@ class _InMemory:
   test: dict
   train_fn: Callable
   test_fn: Callable
-  train_idx: np.ndarray
-  test_idx: np.ndarray
+  train_idx: np.ndarray          # every training example: a global batch is cut per process
+  test_idx: np.ndarray           # this process's test examples
+  process_index: int = 0
+  process_count: int = 1
 
   def __post_init__(self):
     self._train_t = {k: tf.constant(v) for k, v in self.train.items()}
     self._test_t = {k: tf.constant(v) for k, v in self.test.items()}
 
   def train_ds(self, seed, epoch, batch_size, start):
-    n = len(self.train_idx)
-    steps = n // batch_size
-    order = self.train_idx[permutation(seed, epoch, n)][start * batch_size: steps * batch_size]
-    return self._batches(self._train_t, self.train_fn, order.reshape(-1, batch_size), epoch)
+    """Global batch b is rows [b G, (b + 1) G) of the epoch's permutation of every
+    example (G = batch_size x process_count); this process takes its slice of it, so
+    the global batches, and the run, do not depend on the number of processes."""
+    n, g = len(self.train_idx), batch_size * self.process_count
+    steps = n // g
+    order = self.train_idx[permutation(seed, epoch, n)][: steps * g].reshape(steps, g)
+    lo = self.process_index * batch_size
+    return self._batches(self._train_t, self.train_fn, order[start:, lo: lo + batch_size], epoch)
 
   def test_ds(self, batch_size, padded_len):
     idx = self.test_idx
@@ -887,7 +905,7 @@ def load(data_cfg, seed: int, process_index: int | None = None,
   if n_train < pc or n_test < 1:
     raise ConfigError(f"{c['name']}: {n_train} training / {n_test} test examples are too few "
                       f"for {pc} process(es)")
-  source = _InMemory(train, test, train_fn, test_fn, shard_indices(n_train, pi, pc, True),
-                     shard_indices(n_test, pi, pc, False))
-  return Dataset(num_train=len(source.train_idx), num_test=len(source.test_idx),
+  source = _InMemory(train, test, train_fn, test_fn, np.arange(n_train),
+                     shard_indices(n_test, pi, pc, False), pi, pc)
+  return Dataset(num_train=n_train // pc, num_test=len(source.test_idx),
                  num_test_total=n_test, attribute_names=tuple(names), _source=source, **common)

@@ -138,3 +138,55 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   assert steps == [5, 10]
   state, _ = restore_params(c, tmp_path / "run")
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+
+
+MULTIHOST = """
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
+                           process_id={pid})
+from tests.test_train import tiny_config, restore_params
+from jmvae_jax import train
+c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
+train.train_and_evaluate(c, {workdir!r})
+state, _ = restore_params(c, {workdir!r})
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+from jmvae_jax import evaluate
+c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
+res = evaluate.evaluate_workdir(c, {workdir!r}, log=None)
+print("joint", repr(res["estimates"]["joint"]["mean"]), "n", res["num_examples"])
+print("processes", jax.process_count(), "devices", jax.device_count())
+"""
+
+
+def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  one = run_script(tmp_path, "single", devices=1)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = []
+  for pid in (0, 1):
+    script = MULTIHOST.format(root=ROOT, port=port, pid=pid, data=str(tmp_path / "data"),
+                              workdir=str(tmp_path / "multi"), out=str(tmp_path / f"p{pid}.npz"))
+    procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0 and "processes 2 devices 4" in out, out[-3000:]
+  # The evaluation of the same parameters over every test example, split over processes.
+  from jmvae_jax import evaluate
+  c = tiny_config(tmp_path / "data", epochs=2)
+  c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
+  single = evaluate.evaluate_workdir(c, str(tmp_path / "single"), log=None)
+  for out in outs:
+    joint = float(out.split("joint ")[1].split()[0])
+    assert f"n {single['num_examples']}" in out
+    np.testing.assert_allclose(joint, single["estimates"]["joint"]["mean"], rtol=1e-4)
+  for pid in (0, 1):
+    got = np.load(tmp_path / f"p{pid}.npz")
+    got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
+    for a, b in zip(one, got):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
