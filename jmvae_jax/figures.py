@@ -96,11 +96,10 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
     if w_spec.likelihood != "categorical" and len(w_spec.shape) != 1:
       continue
     w_vals = batch[w]
-    shown = np.eye(w_spec.shape[0])[w_vals] if w_vals.ndim == 1 else w_vals
-    truth = w_vals if w_vals.ndim == 1 else w_vals
+    shown = np.eye(w_spec.shape[0])[w_vals] if w_vals.ndim == 1 else w_vals   # labels: one-hot
     try:
       pred = np.asarray(model.translate(params, next(keys), {x: batch[x]}, w, sample_z=False))
-      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred, truth), cols)
+      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred, w_vals), cols)
     except ConfigError:
       pass
     try:

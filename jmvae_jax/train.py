@@ -95,7 +95,6 @@ def evaluate_bound(eval_fn, params, data, batch_size, mesh, rng) -> dict:
 # ----------------------------------------------------------------------------
 
 def check_train_config(train_cfg) -> None:
-  from jmvae_jax.errors import ConfigError
   for field in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints"):
     value = train_cfg.get(field)
