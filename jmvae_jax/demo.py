@@ -8,32 +8,10 @@ from the attributes alone, read back through q(z|x)), and where the figures are.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from jmvae_jax import input_pipeline, likelihood, parallel, train
-
-
-def round_trip_values(model, params, batch, mask):
-  """Per-example agreement of w with w -> x -> w through the decoders' means."""
-  x, w = model.spec.x, model.spec.w[0]
-  image = model.generate(params, x, model.posterior(params, {w: batch[w]}).mean)
-  back = model.generate(params, w, model.posterior(params, {x: image}).mean)
-  return jnp.where(mask, likelihood.agreement(model.spec.modality(w), back, batch[w]), 0.0)
-
-
-def round_trip_accuracy(model, params, data, batch_size: int) -> float:
-  fn = jax.jit(functools.partial(round_trip_values, model))
-  total, count = 0.0, 0
-  for batch, mask in data.test_batches(batch_size):
-    total += float(jnp.sum(fn(params, batch, mask)))
-    count += int(mask.sum())
-  return total / count
 
 
 def main(argv=None):
@@ -54,7 +32,7 @@ def main(argv=None):
   bs = parallel.check_batch_size(config.train.batch_size)
   acc = likelihood.cross_modal_accuracy(model, state.params, data.test_batches(bs))
   w = model.spec.w[0]
-  rt = round_trip_accuracy(model, state.params, data, bs)
+  rt = likelihood.round_trip_accuracy(model, state.params, data.test_batches(bs))[w]["mean"]
   print(f"\nheld-out shapes ({data.num_test}), after {int(state.step)} steps "
         f"({time.time() - t0:.0f}s):")
   print(f"  image -> {w} accuracy: {acc[w]['mean']:.4f} +- {acc[w]['stderr']:.4f}")

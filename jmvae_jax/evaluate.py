@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from jmvae_jax import input_pipeline, likelihood, parallel, train
+from jmvae_jax import input_pipeline, likelihood, train
 from jmvae_jax.errors import ConfigError
 
 CLASSIFIER_EXAMPLES = 20_000   # train examples the coherence classifier sees
@@ -95,6 +95,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   result["step"] = step
   result["cross_modal_accuracy"] = likelihood.cross_modal_accuracy(
       model, params, data.test_batches(batch_size))
+  result["round_trip_accuracy"] = likelihood.round_trip_accuracy(
+      model, params, data.test_batches(batch_size))
   result["coherence"] = {}
   for target in model.spec.w:
     if model.spec.modality(target).likelihood == "categorical" or \
@@ -113,6 +115,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   log(likelihood.markdown_table(result))
   for w, v in result["cross_modal_accuracy"].items():
     log(f"{model.spec.x} -> {w} accuracy: {v['mean']:.4f} +- {v['stderr']:.4f}")
+  for w, v in result["round_trip_accuracy"].items():
+    log(f"{w} -> {model.spec.x} -> {w} accuracy: {v['mean']:.4f} +- {v['stderr']:.4f}")
   for w, v in result["coherence"].items():
     log(f"{w} -> {model.spec.x} coherence: {v['mean']:.4f} +- {v['stderr']:.4f}")
   log(f"wrote {os.path.join(workdir, 'evaluation.json')}")

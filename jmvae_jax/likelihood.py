@@ -728,14 +728,26 @@ def cross_modal_targets(model) -> tuple[str, ...]:
   return tuple(t for t in model.spec.w if dec.get(t) == ())
 
 
-def cross_modal_accuracy(model, params, batches, *, mesh="auto", progress=None) -> dict:
-  """Accuracy of predicting each w from x: z = mean of q(z | x), w = the mean of
-  p(w | z); {w: {"mean", "stderr"}}, empty if the model cannot."""
+def _round_trip_values(model, targets, params, batch, index, mask):
+  """w -> x -> w through the decoders' means: x generated from q(z | w), read back
+  through q(z | x); agreement with the original w."""
+  del index
+  x = model.spec.x
+  out = {}
+  for t in targets:
+    image = model.generate(params, x, model.posterior(params, {t: batch[t]}).mean)
+    back = model.generate(params, t, model.posterior(params, {x: image}).mean)
+    out[t] = jnp.where(mask > 0, agreement(model.spec.modality(t), back, batch[t]), 0.0)
+  return out
+
+
+def _masked_metric(values_fn, what, model, params, batches, mesh, progress) -> dict:
+  """{w: {"mean", "stderr"}} of ``values_fn`` over the cross-modal targets."""
   targets = cross_modal_targets(model)
   if not targets:
     return {}
   mesh = default_mesh() if mesh == "auto" else mesh
-  fn = _metric_fn(_accuracy_values, model, targets)
+  fn = _metric_fn(values_fn, model, targets)
   state = {}
 
   def call(batch, index, mask):
@@ -744,8 +756,22 @@ def cross_modal_accuracy(model, params, batches, *, mesh="auto", progress=None) 
 
   inputs = tuple(n for n in model.spec.names if n == model.spec.x or n in targets)
   sums, sqs, count, _ = _loop(model, batches, inputs, call, mesh=mesh, progress=progress,
-                              total=None, what="cross-modal accuracy")
+                              total=None, what=what)
   return _summary(sums, sqs, count)
+
+
+def cross_modal_accuracy(model, params, batches, *, mesh="auto", progress=None) -> dict:
+  """Accuracy of predicting each w from x: z = mean of q(z | x), w = the mean of
+  p(w | z); {w: {"mean", "stderr"}}, empty if the model cannot."""
+  return _masked_metric(_accuracy_values, "cross-modal accuracy", model, params, batches,
+                        mesh, progress)
+
+
+def round_trip_accuracy(model, params, batches, *, mesh="auto", progress=None) -> dict:
+  """Accuracy of w -> x -> w (each through the posterior mean and the decoder mean);
+  {w: {"mean", "stderr"}}, empty if the model cannot infer from x alone."""
+  return _masked_metric(_round_trip_values, "round-trip accuracy", model, params, batches,
+                        mesh, progress)
 
 
 def _mlp_init(key, sizes):

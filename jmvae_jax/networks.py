@@ -17,7 +17,6 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jmvae_jax import distributions as D

@@ -25,7 +25,6 @@ import dataclasses
 import importlib
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 from jmvae_jax import distributions as D
@@ -74,14 +73,15 @@ def _reconstructions(model, params, z, batch, names, cond=None):
 def joint_elbo(model, params, batch, rng):
   """Eq. 3 terms: z ~ q(z|all), log p(x_m|z) for every modality, KL(q || p(z)).
 
-  Returns (terms, q)."""
+  Returns (terms, q, the summed reconstruction terms)."""
   names = model.spec.names
   q = model.encode(params, names, batch)
   z = D.sample(rng, q)
   terms = _reconstructions(model, params, z, batch, names)
+  recon = sum(terms[f"recon/{n}"] for n in names)
   terms["kl/prior"] = D.kl_to_standard_normal(q)
-  terms["elbo"] = sum(terms[f"recon/{n}"] for n in names) - terms["kl/prior"]
-  return terms, q
+  terms["elbo"] = recon - terms["kl/prior"]
+  return terms, q, recon
 
 
 # ----------------------------------------------------------------------------
@@ -100,8 +100,7 @@ def jmvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="
   encoders, infers from one modality by feeding zeros for the others."""
   del alpha
   w_prior, _ = _warmup(kl_weight, warmup_scope)
-  terms, _ = joint_elbo(model, params, batch, rng)
-  recon = terms["elbo"] + terms["kl/prior"]
+  terms, _, recon = joint_elbo(model, params, batch, rng)
   return _finish(-(recon - w_prior * terms["kl/prior"]), terms, reduce)
 
 
@@ -111,13 +110,12 @@ def jmvae_kl(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scop
   """JMVAE-kl (Eq. 4), for M modalities:
   L(x_1..x_M) - alpha * sum_m KL(q(z|x_1..x_M) || q(z|x_m))."""
   w_prior, w_other = _warmup(kl_weight, warmup_scope)
-  terms, q = joint_elbo(model, params, batch, rng)
+  terms, q, recon = joint_elbo(model, params, batch, rng)
   penalty = 0.0
   for n in model.spec.names:
     terms[f"kl/{n}"] = D.kl(q, model.encode(params, (n,), batch))
     penalty = penalty + terms[f"kl/{n}"]
   terms["elbo_kl"] = terms["elbo"] - alpha * penalty
-  recon = terms["elbo"] + terms["kl/prior"]
   loss = -(recon - w_prior * terms["kl/prior"] - alpha * w_other * penalty)
   return _finish(loss, terms, reduce)
 
@@ -126,18 +124,23 @@ def jmvae_kl(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scop
 # The baselines of the paper's tables. x is config.model.x; w are the others.
 # ----------------------------------------------------------------------------
 
+def _x_bound(model, params, batch, rng, q, kl, w_prior, reduce, cond=None):
+  """E_q log p(x | z [, cond]) - KL, the bound of the single-target baselines."""
+  x = model.spec.x
+  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,), cond)
+  terms["kl/prior"] = kl
+  terms["elbo"] = terms[f"recon/{x}"] - kl
+  return _finish(-(terms[f"recon/{x}"] - w_prior * kl), terms, reduce)
+
+
 @register("vae", components=lambda names, x: (((x,),), ((x, ()),)))
 def vae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
         reduce=True):
   """VAE on x alone: E_q(z|x) log p(x|z) - KL(q(z|x) || p(z))."""
   del alpha
   w_prior, _ = _warmup(kl_weight, warmup_scope)
-  x = model.spec.x
-  q = model.encode(params, (x,), batch)
-  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,))
-  terms["kl/prior"] = D.kl_to_standard_normal(q)
-  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
-  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+  q = model.encode(params, (model.spec.x,), batch)
+  return _x_bound(model, params, batch, rng, q, D.kl_to_standard_normal(q), w_prior, reduce)
 
 
 def _cvae_components(names, x):
@@ -150,12 +153,9 @@ def cvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="p
   """CVAE, a bound on log p(x|w): E_q(z|x,w) log p(x|z,w) - KL(q(z|x,w) || N(0, I))."""
   del alpha
   w_prior, _ = _warmup(kl_weight, warmup_scope)
-  x, names = model.spec.x, model.spec.names
-  q = model.encode(params, names, batch)
-  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,), cond=batch)
-  terms["kl/prior"] = D.kl_to_standard_normal(q)
-  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
-  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+  q = model.encode(params, model.spec.names, batch)
+  return _x_bound(model, params, batch, rng, q, D.kl_to_standard_normal(q), w_prior, reduce,
+                  cond=batch)
 
 
 def _cmma_components(names, x):
@@ -170,13 +170,9 @@ def cmma(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="p
   E_q(z|x,w) log p(x|z) - KL(q(z|x,w) || p(z|w))."""
   del alpha
   w_prior, _ = _warmup(kl_weight, warmup_scope)
-  x, names = model.spec.x, model.spec.names
-  q = model.encode(params, names, batch)
+  q = model.encode(params, model.spec.names, batch)
   prior = model.encode(params, model.spec.w, batch)
-  terms = _reconstructions(model, params, D.sample(rng, q), batch, (x,))
-  terms["kl/prior"] = D.kl(q, prior)
-  terms["elbo"] = terms[f"recon/{x}"] - terms["kl/prior"]
-  return _finish(-(terms[f"recon/{x}"] - w_prior * terms["kl/prior"]), terms, reduce)
+  return _x_bound(model, params, batch, rng, q, D.kl(q, prior), w_prior, reduce)
 
 
 # ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def test_evaluate_writes_every_estimator_and_caches_the_classifier(trained):
   assert abs(est["joint"]["mean"] - est["conditional_multiple"]["mean"]
              - est["log_p_w"]["mean"]) < 1e-3 * abs(est["joint"]["mean"])
   assert 0.5 <= saved["cross_modal_accuracy"]["attributes"]["mean"] <= 1.0
+  assert 0.0 <= saved["round_trip_accuracy"]["attributes"]["mean"] <= 1.0
   assert "attributes" in saved["coherence"]
   assert any(l.startswith("| log p(x) |") for l in "\n".join(lines).splitlines())
   clf = os.path.join(workdir, "classifiers", "image_to_attributes.npz")

@@ -9,7 +9,6 @@ import pytest
 
 import jmvae_jax
 from jmvae_jax import objectives, train
-from jmvae_jax import distributions as D
 from configs import mnist
 from tests import linear_gaussian as lg
 
