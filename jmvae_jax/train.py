@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jmvae_jax import optim
 from jmvae_jax.errors import ConfigError
 
 
@@ -26,18 +27,19 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(optim_cfg) -> optax.GradientTransformation:
-  """Adam after the authors' clipping: global norm, then element-wise."""
-  lr = optim_cfg.get("learning_rate", 1e-3)
-  if not lr > 0:
-    raise ConfigError(f"config.optim.learning_rate={lr!r} must be > 0")
-  parts = []
-  if optim_cfg.get("clip_global_norm"):
-    parts.append(optax.clip_by_global_norm(optim_cfg.clip_global_norm))
-  if optim_cfg.get("clip_value"):
-    parts.append(optax.clip(optim_cfg.clip_value))
-  parts.append(optax.adam(lr, b1=optim_cfg.get("b1", 0.9), b2=optim_cfg.get("b2", 0.999),
-                          eps=optim_cfg.get("eps", 1e-8)))
-  return optax.chain(*parts)
+  """Adam after the authors' clipping: global norm, then element-wise (optim.py)."""
+  fields = {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+            "clip_global_norm": 0.0, "clip_value": 0.0}
+  v = {k: optim_cfg.get(k, default) for k, default in fields.items()}
+  rules = {"learning_rate": (lambda x: x > 0, "> 0"),
+           "b1": (lambda x: 0 <= x < 1, "in [0, 1)"), "b2": (lambda x: 0 <= x < 1, "in [0, 1)"),
+           "eps": (lambda x: x >= 0, ">= 0"),
+           "clip_global_norm": (lambda x: x >= 0, ">= 0 (0: off)"),
+           "clip_value": (lambda x: x >= 0, ">= 0 (0: off)")}
+  for k, (ok, want) in rules.items():
+    if not isinstance(v[k], (int, float)) or isinstance(v[k], bool) or not ok(v[k]):
+      raise ConfigError(f"config.optim.{k}={v[k]!r} must be a number {want}")
+  return optim.clipped_adam(**v)
 
 
 def init_state(model, optimizer, rng) -> TrainState:
