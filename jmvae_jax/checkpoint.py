@@ -116,9 +116,13 @@ class Checkpointer:
     want, have = _shapes_by_path(abstract_state), _shapes_by_path(saved)
     for key in sorted(set(want) | set(have)):
       if want.get(key) != have.get(key):
+        what = "architecture"
+        if key.startswith("opt_state") and (key not in want or key not in have):
+          what = ("optimiser state layout (a checkpoint of an older jmvae-jax, before the "
+                  "fused optimiser of jmvae_jax/optim.py?)")
         raise ConfigError(
             f"checkpoint {step} in {self.directory} does not match this config's "
-            f"architecture: {key} is {have.get(key)} there, {want.get(key)} here")
+            f"{what}: {key} is {have.get(key)} there, {want.get(key)} here")
 
   def close(self) -> None:
     self.manager.wait_until_finished()

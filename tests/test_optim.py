@@ -78,3 +78,20 @@ def test_bad_optimiser_fields_are_refused_by_name(field, value):
   cfg[field] = value
   with pytest.raises(ConfigError, match=rf"config\.optim\.{field}="):
     train.make_optimizer(cfg)
+
+
+def test_a_checkpoint_with_the_optax_chain_state_is_refused_with_a_clear_error(tmp_path):
+  from configs import shapes
+  from jmvae_jax import checkpoint
+  config = shapes.get_config("smoke")
+  params = {"w": jnp.zeros((3, 2))}
+  chain = optax.chain(optax.clip_by_global_norm(5.0), optax.clip(1.0), optax.adam(1e-3))
+  old = train.TrainState(step=jnp.int32(7), params=params, opt_state=chain.init(params))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), config)
+  ckpt.save(7, old, {"epoch": 0})
+  ckpt.close()
+  new = train.TrainState(step=jnp.int32(0), params=params,
+                         opt_state=train.make_optimizer(config.optim).init(params))
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), new)
+  with pytest.raises(ConfigError, match=r"optimiser state layout .*older jmvae-jax"):
+    checkpoint.Checkpointer(str(tmp_path), config).restore(abstract)

@@ -99,16 +99,24 @@ def run_script(tmp_path, name, devices=1, every=20, extra="", wait=True):
                                key=lambda kv: int(kv[0].split("_")[1]))]
 
 
-def test_one_device_and_four_simulated_devices_give_the_same_parameters(tmp_path):
-  one = run_script(tmp_path, "one", devices=1)
-  four = run_script(tmp_path, "four", devices=4)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """One uninterrupted one-device run (a checkpoint every 4 steps), shared by the tests
+  below: (its directory, holding the data and the workdir "straight"; its parameters)."""
+  base = tmp_path_factory.mktemp("reference")
+  return base, run_script(base, "straight", every=4)
+
+
+def test_one_device_and_four_simulated_devices_give_the_same_parameters(straight):
+  base, one = straight
+  four = run_script(base, "four", devices=4)
   assert len(one) == len(four)
   for a, b in zip(one, four):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-  reference = run_script(tmp_path, "straight", every=4)
+def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(straight):
+  tmp_path, reference = straight
   proc = run_script(tmp_path, "killed", every=4, wait=False)
   ckpts = tmp_path / "killed" / "checkpoints"
   deadline = time.time() + 240
@@ -160,12 +168,12 @@ print("processes", jax.process_count(), "devices", jax.device_count())
 """
 
 
-def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
+def test_two_processes_through_jax_distributed_match_one_process(straight):
   import socket
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  one = run_script(tmp_path, "single", devices=1)
+  tmp_path, one = straight
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   procs = []
   for pid in (0, 1):
@@ -174,13 +182,15 @@ def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
     procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   outs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0 and "processes 2 devices 4" in out, out[-3000:]
+  for pid, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and "processes 2 devices 4" in out, (
+        f"process {pid} exited with {p.returncode}:\n{out[-3000:]}\n"
+        f"the other process:\n{outs[1 - pid][-3000:]}")
   # The evaluation of the same parameters over every test example, split over processes.
   from jmvae_jax import evaluate
   c = tiny_config(tmp_path / "data", epochs=2)
   c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
-  single = evaluate.evaluate_workdir(c, str(tmp_path / "single"), log=None)
+  single = evaluate.evaluate_workdir(c, str(tmp_path / "straight"), log=None)
   for out in outs:
     joint = float(out.split("joint ")[1].split()[0])
     assert f"n {single['num_examples']}" in out
