@@ -40,9 +40,11 @@ gives a one-line summary for logs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
+import io
 import math
 import os
 import tempfile
@@ -510,16 +512,24 @@ def _fingerprint(release_dir: str) -> str:
   return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
 
 
-def _prepare(make_builder, what: str):
+def _prepare(make_builder, what: str, local: bool = True):
   """The builder ``make_builder()`` with its tfds dataset written once. In a multi-process
   run process 0 writes it while the others wait at a barrier (they share the directory,
-  and two writers collide), then every process opens it afresh."""
+  and two writers collide), then every process opens it afresh. For a ``local`` builder
+  (generated or read from files here) tfds's "Downloading and preparing" lines would
+  mislead, so they are replaced by one that says what happens; its progress bars stay."""
   if jax.process_index() == 0:
     builder = make_builder()
     if not builder.is_prepared():
       manual_dir = getattr(builder, "_release_dir", None)
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+      if local:
+        print(f"writing {what} as a tfds dataset in {builder.data_dir} (once: later runs "
+              "read it)", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+          builder.download_and_prepare(download_config=config)
+      else:
+        builder.download_and_prepare(download_config=config)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"jmvae_jax: {what} prepared")
@@ -558,7 +568,7 @@ def _tfds_builder(c):
     raise ConfigError(_tfds_instructions(c))
   try:
     return _prepare(lambda: tfds.builder(tfds_name, data_dir=c["data_dir"] or None),
-                    f"tfds {tfds_name!r}")
+                    f"tfds {tfds_name!r}", local=False)
   except Exception as e:  # pylint: disable=broad-except  # network, quota, disk: all alike here
     first = str(e).splitlines()[0] if str(e) else ""
     raise ConfigError(f"downloading {tfds_name!r} failed ({type(e).__name__}: {first}); "
@@ -607,7 +617,7 @@ def _check_dir(c) -> None:
 def _shapes_arrays(c):
   builder = _prepare(lambda: ShapesBuilder(
       num_train=c["num_train"], num_test=c["num_test"], image_size=c["image_size"],
-      seed=c["data_seed"], data_dir=c["data_dir"] or _default_cache()), "shapes")
+      seed=c["data_seed"], data_dir=c["data_dir"] or _default_cache()), "the shapes set")
   return _as_arrays(builder, "train"), _as_arrays(builder, "test")
 
 
@@ -625,7 +635,7 @@ def _celeba_streams(c):
     builder = _prepare(lambda: CelebaRelease(
         release_dir=c["data_dir"], image_size=size, crop=c["crop"],
         data_dir=c["cache_dir"] or os.path.join(c["data_dir"], "tfds")),
-        f"config.data.data_dir={c['data_dir']!r}")
+        f"the CelebA release in config.data.data_dir={c['data_dir']!r}")
 
     def convert(ex):
       image = tf.ensure_shape(tf.io.decode_png(ex["image"], channels=3), (size, size, 3))
