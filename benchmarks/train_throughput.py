@@ -22,11 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax   # noqa: E402
 import jax.numpy as jnp   # noqa: E402
 import numpy as np   # noqa: E402
-import optax   # noqa: E402
 
 from benchmarks.common import command, kernel_flops, machine, matmul_rate   # noqa: E402
 from configs import mnist   # noqa: E402
-from jmvae_jax import builder, train   # noqa: E402
+from jmvae_jax import builder, optim, train   # noqa: E402
 
 
 def step_flops_per_image(params) -> int:
@@ -46,11 +45,8 @@ def main():
 
   config = mnist.get_config()
   model, loss_fn = builder.build(config)
-  o = config.optim
-  optimizers = {"fused": train.make_optimizer(o),
-                "optax_chain": optax.chain(optax.clip_by_global_norm(o.clip_global_norm),
-                                           optax.clip(o.clip_value),
-                                           optax.adam(o.learning_rate, o.b1, o.b2, o.eps))}
+  optimizers = {"fused": train.make_optimizer(config.optim),
+                "optax_chain": optim.optax_chain(**config.optim.to_dict())}
   states = {k: train.init_state(model, opt, jax.random.PRNGKey(0)) for k, opt in optimizers.items()}
   steps = {k: train.jit_train_step(model, loss_fn, opt) for k, opt in optimizers.items()}
   rng = np.random.default_rng(0)

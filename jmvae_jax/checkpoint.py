@@ -117,9 +117,9 @@ class Checkpointer:
     for key in sorted(set(want) | set(have)):
       if want.get(key) != have.get(key):
         what = "architecture"
-        if key.startswith("opt_state") and (key not in want or key not in have):
+        if key.startswith("opt_state"):
           what = ("optimiser state layout (a checkpoint of an older jmvae-jax, before the "
-                  "fused optimiser of jmvae_jax/optim.py?)")
+                  "fused optimiser of jmvae_jax/optim.py, or of another optimiser?)")
         raise ConfigError(
             f"checkpoint {step} in {self.directory} does not match this config's "
             f"{what}: {key} is {have.get(key)} there, {want.get(key)} here")

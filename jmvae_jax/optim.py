@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 
-def clipped_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+def clipped_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                  clip_global_norm: float = 0.0, clip_value: float = 0.0
                  ) -> optax.GradientTransformation:
   """Adam (optax's bias correction, ``eps`` outside the square root) on gradients
@@ -50,3 +50,13 @@ def clipped_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: 
     return part(0), optax.ScaleByAdamState(count=count, mu=part(1), nu=part(2))
 
   return optax.GradientTransformation(init, update)
+
+
+def optax_chain(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
+                eps: float = 1e-8, clip_global_norm: float = 0.0, clip_value: float = 0.0
+                ) -> optax.GradientTransformation:
+  """The same update as ``clipped_adam`` from optax's own stages, for comparison (tests,
+  benchmarks/train_throughput.py)."""
+  parts = ([optax.clip_by_global_norm(clip_global_norm)] if clip_global_norm else []) + (
+      [optax.clip(clip_value)] if clip_value else [])
+  return optax.chain(*parts, optax.adam(learning_rate, b1, b2, eps))

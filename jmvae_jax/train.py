@@ -27,18 +27,18 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(optim_cfg) -> optax.GradientTransformation:
-  """Adam after the authors' clipping: global norm, then element-wise (optim.py)."""
-  fields = {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-            "clip_global_norm": 0.0, "clip_value": 0.0}
-  v = {k: optim_cfg.get(k, default) for k, default in fields.items()}
+  """Adam after the authors' clipping: global norm, then element-wise (optim.py). Fields
+  missing from ``optim_cfg`` take ``optim.clipped_adam``'s defaults."""
   rules = {"learning_rate": (lambda x: x > 0, "> 0"),
            "b1": (lambda x: 0 <= x < 1, "in [0, 1)"), "b2": (lambda x: 0 <= x < 1, "in [0, 1)"),
            "eps": (lambda x: x >= 0, ">= 0"),
            "clip_global_norm": (lambda x: x >= 0, ">= 0 (0: off)"),
            "clip_value": (lambda x: x >= 0, ">= 0 (0: off)")}
-  for k, (ok, want) in rules.items():
-    if not isinstance(v[k], (int, float)) or isinstance(v[k], bool) or not ok(v[k]):
-      raise ConfigError(f"config.optim.{k}={v[k]!r} must be a number {want}")
+  v = {k: optim_cfg[k] for k in rules if k in optim_cfg}
+  for k, value in v.items():
+    ok, want = rules[k]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+      raise ConfigError(f"config.optim.{k}={value!r} must be a number {want}")
   return optim.clipped_adam(**v)
 
 

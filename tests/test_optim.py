@@ -43,9 +43,7 @@ def test_fused_adam_matches_the_optax_chain_and_a_numpy_rederivation(max_norm, m
   grad_seq = [jax.tree.map(jnp.float32, _grads(rng, s)) for s in (0.2, 6.0, 0.05, 3.0, 1.0)]
   lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-4
   fused = optim.clipped_adam(lr, b1, b2, eps, clip_global_norm=max_norm, clip_value=max_value)
-  parts = ([optax.clip_by_global_norm(max_norm)] if max_norm else []) + (
-      [optax.clip(max_value)] if max_value else []) + [optax.adam(lr, b1, b2, eps)]
-  chain = optax.chain(*parts)
+  chain = optim.optax_chain(lr, b1, b2, eps, clip_global_norm=max_norm, clip_value=max_value)
 
   def run(opt):
     p, s = params, opt.init(params)
@@ -85,7 +83,7 @@ def test_a_checkpoint_with_the_optax_chain_state_is_refused_with_a_clear_error(t
   from jmvae_jax import checkpoint
   config = shapes.get_config("smoke")
   params = {"w": jnp.zeros((3, 2))}
-  chain = optax.chain(optax.clip_by_global_norm(5.0), optax.clip(1.0), optax.adam(1e-3))
+  chain = optim.optax_chain(1e-3, clip_global_norm=5.0, clip_value=1.0)
   old = train.TrainState(step=jnp.int32(7), params=params, opt_state=chain.init(params))
   ckpt = checkpoint.Checkpointer(str(tmp_path), config)
   ckpt.save(7, old, {"epoch": 0})
