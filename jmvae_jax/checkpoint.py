@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jmvae_jax import parallel
 from jmvae_jax.errors import ConfigError
 
 # Config sections that fix the shapes of what is saved.
@@ -83,15 +84,24 @@ class Checkpointer:
     elif not for_writing and not os.path.isdir(self.directory):
       raise ConfigError(f"workdir {workdir!r} has no checkpoint; train first with "
                         f"--mode=train (the default)")
-    if for_writing and jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      with open(self.config_path, "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
+    if for_writing:
+      self._write_config(current)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=for_writing),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
+
+  def _write_config(self, current: dict) -> None:
+    """Process 0 replaces config.json once every process has checked the old one; the
+    write goes through a temporary file, so no reader ever sees half of it."""
+    parallel.barrier(f"{self.config_path} checked")
+    if jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      tmp = f"{self.config_path}.tmp"
+      with open(tmp, "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+      os.replace(tmp, self.config_path)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

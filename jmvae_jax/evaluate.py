@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from jmvae_jax import input_pipeline, likelihood, train
+from jmvae_jax import input_pipeline, likelihood, parallel, train
 from jmvae_jax.errors import ConfigError
 
 CLASSIFIER_EXAMPLES = 20_000   # train examples the coherence classifier sees
@@ -56,9 +56,7 @@ def coherence_classifier(model, data, workdir: str, target: str, seed: int):
     for i, layer in enumerate(layers):
       flat[f"w{i}"], flat[f"b{i}"] = np.asarray(layer["w"]), np.asarray(layer["b"])
     np.savez(path, **flat)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(f"jmvae_jax: classifier {path}")
+  parallel.barrier(f"classifier {path}")
   with np.load(path) as f:
     return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(len(f.files) // 2)]
 

@@ -57,6 +57,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jmvae_jax import parallel
 from jmvae_jax.errors import ConfigError, allowed
 
 try:  # tf.data only: keep TensorFlow off any accelerator JAX uses.
@@ -530,9 +531,7 @@ def _prepare(make_builder, what: str, local: bool = True):
           builder.download_and_prepare(download_config=config)
       else:
         builder.download_and_prepare(download_config=config)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(f"jmvae_jax: {what} prepared")
+  parallel.barrier(f"{what} prepared")
   builder = make_builder()
   if not builder.is_prepared():
     raise ConfigError(f"{what}: preparing the tfds dataset in {builder.data_dir} failed")

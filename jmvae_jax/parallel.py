@@ -18,6 +18,14 @@ from jmvae_jax.errors import ConfigError
 AXIS = "data"
 
 
+def barrier(name: str) -> None:
+  """Every process waits here until all have arrived (a no-op for one process); used
+  where process 0 writes a file the others then read."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"jmvae_jax: {name}")
+
+
 def make_mesh() -> Mesh:
   """A one-axis mesh over every device of every process."""
   return jax.make_mesh((jax.device_count(),), (AXIS,))
