@@ -53,3 +53,12 @@ def kernel_flops(tree) -> int:
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   return sum(2 * int(np.prod(v.shape)) for path, v in leaves
              if getattr(path[-1], "key", None) == "kernel" and len(v.shape) == 2)
+
+
+def warn_if_ceiling_moved(rates, unit: str) -> None:
+  """Prints a warning when the ceiling measurements of one run differ by more than a
+  quarter: a shared machine whose cores were taken by other work for part of the run
+  (the headline figures use the best of them)."""
+  if max(rates) > 1.25 * min(rates):
+    print(f"warning: the matmul ceiling moved from {min(rates):,.0f} to {max(rates):,.0f} "
+          f"{unit} during the run: the machine is shared; the best of each is reported")
