@@ -77,6 +77,7 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
   xs = spec.modality(x)
   if xs.likelihood == "categorical" or len(xs.shape) != 3:
     return {}
+  n = min(n, len(next(iter(batch.values()))))
   batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
   cols = int(np.ceil(np.sqrt(n)))
   keys = iter(jax.random.split(rng, 4))
@@ -85,12 +86,13 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
   z = jax.random.normal(next(keys), (n, spec.latent_dim))
   conditions = dict(spec.decoders).get(x, ())
   out["samples"] = grid(to_rgb(mean(x, z, {c: batch[c] for c in conditions} or None)), cols)
-  try:
-    q = model.posterior(params, batch)
-    recon = mean(x, q.mean, batch)
+  for seen in (batch, {x: batch[x]}):   # q(z|x, w) where the model has it, else q(z|x)
+    try:
+      recon = mean(x, model.posterior(params, seen).mean, batch)
+    except ConfigError:
+      continue
     out["reconstructions"] = grid(np.concatenate([to_rgb(batch[x]), to_rgb(recon)], 2), cols)
-  except ConfigError:
-    pass
+    break
   for w in ws:
     w_spec = spec.modality(w)
     if w_spec.likelihood != "categorical" and len(w_spec.shape) != 1:

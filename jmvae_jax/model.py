@@ -144,6 +144,9 @@ class Model:
 
   def decode(self, params: Params, name: str, z: jax.Array, cond: Batch | None = None):
     """Raw likelihood parameters of modality ``name`` given z of shape [*lead, latent]."""
+    if name not in self.decoders:
+      raise ConfigError(f"this model has no decoder for {name!r} (it decodes "
+                        f"{sorted(self.decoders)}): it cannot generate {name!r}")
     lead = z.shape[:-1]
     folded_cond = None
     if self.conditions[name]:
