@@ -1,9 +1,11 @@
 """Orbax checkpoints under ``WORKDIR/checkpoints`` and the config beside them.
 
-Saved per step: the train state (parameters, optimiser state, step), the base
-random key, and the input position as JSON. ``WORKDIR/config.json`` records the
-config of the run; a workdir whose checkpoint has another architecture is
-refused before anything in it is touched.
+Saved per step: the train state (parameters, optimiser state, step) and, as JSON,
+the input position and the run's base random key. ``WORKDIR/config.json`` records
+the config of the run. A workdir whose checkpoint has another architecture, or
+belongs to another run (another seed, data or batch size), is refused before
+anything in it is touched; config.json is rewritten only once the run is known to
+continue (``begin_writing``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from jmvae_jax.errors import ConfigError
 
 # Config sections that fix the shapes of what is saved.
 ARCHITECTURE_FIELDS = ("model", "objective.name")
+# Config fields that fix what a resumed run would see next: its random streams, its
+# data and the meaning of its input position. Where the data lives may change.
+RUN_FIELDS = ("seed", "train.batch_size", "data")
+RELOCATABLE_DATA_FIELDS = ("data_dir", "download", "cache_dir")
 
 
 def _lookup(cfg: dict, dotted: str):
@@ -41,14 +47,22 @@ def config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def architecture_difference(saved: dict, current: dict) -> str | None:
-  """The first architecture field that differs, as 'config.FIELD: A there, B here'."""
-  for field in ARCHITECTURE_FIELDS:
+def _difference(saved: dict, current: dict, fields, skip=()) -> str | None:
+  """The first of ``fields`` that differs, as 'config.FIELD: A there, B here'."""
+  for field in fields:
     a, b = _flatten(_lookup(saved, field), field), _flatten(_lookup(current, field), field)
     for key in sorted(set(a) | set(b)):
-      if a.get(key) != b.get(key):
+      if key.rsplit(".", 1)[-1] not in skip and a.get(key) != b.get(key):
         return f"config.{key}: {a.get(key)!r} there, {b.get(key)!r} here"
   return None
+
+
+def architecture_difference(saved: dict, current: dict) -> str | None:
+  return _difference(saved, current, ARCHITECTURE_FIELDS)
+
+
+def run_difference(saved: dict, current: dict) -> str | None:
+  return _difference(saved, current, RUN_FIELDS, skip=RELOCATABLE_DATA_FIELDS)
 
 
 def _key_name(k) -> str:
@@ -69,28 +83,43 @@ class Checkpointer:
   """Saves and restores (state, rng, position) with an Orbax CheckpointManager."""
 
   def __init__(self, workdir: str, config, keep: int = 3, for_writing: bool = True):
+    """Checks ``workdir`` against ``config``, reading only; ``begin_writing`` writes."""
     self.workdir = workdir
     self.config_path = os.path.join(workdir, "config.json")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    current = config_dict(config)
-    if os.path.exists(self.config_path):
+    self.current = config_dict(config)
+    has_checkpoints = os.path.isdir(self.directory) and bool(os.listdir(self.directory))
+    self.config_missing = has_checkpoints and not os.path.exists(self.config_path)
+    if has_checkpoints and not self.config_missing:
       with open(self.config_path) as f:
         saved = json.load(f)
-      diff = architecture_difference(saved, current)
-      if diff and os.path.isdir(self.directory) and os.listdir(self.directory):
+      diff = architecture_difference(saved, self.current)
+      if diff:
         raise ConfigError(
             f"workdir {workdir!r} holds a checkpoint of another architecture ({diff}); "
             "use a new --workdir or remove that one; nothing in it was changed")
-    elif not for_writing and not os.path.isdir(self.directory):
+      diff = run_difference(saved, self.current) if for_writing else None
+      if diff:
+        raise ConfigError(
+            f"workdir {workdir!r} holds another run ({diff}): resuming it with this config "
+            "would not continue that run; use a new --workdir, or set the field back to "
+            "resume it; nothing in it was changed")
+    elif not for_writing and not has_checkpoints:
       raise ConfigError(f"workdir {workdir!r} has no checkpoint; train first with "
                         f"--mode=train (the default)")
-    if for_writing:
-      self._write_config(current)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=for_writing),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=False),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
+
+  def begin_writing(self) -> None:
+    """Records this run's config.json and creates the checkpoint directory: call once
+    the checkpoint there (if any) has been restored."""
+    self._write_config(self.current)
+    if jax.process_index() == 0:
+      os.makedirs(self.directory, exist_ok=True)
+    parallel.barrier(f"{self.directory} created")
 
   def _write_config(self, current: dict) -> None:
     """Process 0 replaces config.json once every process has checked the old one; the
@@ -127,7 +156,10 @@ class Checkpointer:
     for key in sorted(set(want) | set(have)):
       if want.get(key) != have.get(key):
         what = "architecture"
-        if key.startswith("opt_state"):
+        if self.config_missing:
+          what = ("architecture (the workdir has no config.json to compare with: most "
+                  "likely a checkpoint of another config)")
+        elif key.startswith("opt_state"):
           what = ("optimiser state layout (a checkpoint of an older jmvae-jax, before the "
                   "fused optimiser of jmvae_jax/optim.py, or of another optimiser?)")
         raise ConfigError(

@@ -8,6 +8,7 @@ with ``functools.partial`` before ``jax.jit``. Its randomness is
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax.struct
@@ -120,6 +121,45 @@ def _first_non_finite(history):
   return None
 
 
+def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng):
+  """The run's base random key from a checkpoint's metadata, once its input position
+  is known to mean the same here (same number of batches per epoch)."""
+  epoch, offset = meta.get("epoch"), meta.get("batch_in_epoch")
+  if epoch is not None and epoch * steps_per_epoch + offset != step:
+    raise ConfigError(
+        f"checkpoint {step} in {directory} is at epoch {epoch}, batch {offset}, which is not "
+        f"step {step} at this config's {steps_per_epoch} batches per epoch: the training "
+        "data or the device count changed; use a new --workdir")
+  if "rng" in meta:
+    return jnp.asarray(np.asarray(meta["rng"], np.uint32))
+  return rng
+
+
+def _lock(workdir: str):
+  """An exclusive lock on WORKDIR/.lock for this run (process 0), released at exit or
+  on ``close()``; a one-line ConfigError if another run holds it."""
+  import fcntl
+  import socket
+  import types
+  if jax.process_index() != 0:
+    return types.SimpleNamespace(close=lambda: None)
+  os.makedirs(workdir, exist_ok=True)
+  f = open(os.path.join(workdir, ".lock"), "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise ConfigError(f"workdir {workdir!r} is in use by another run ({holder}); wait for "
+                      "it to end or use a new --workdir") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+  f.flush()
+  return f
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
 
@@ -133,6 +173,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   optimizer = make_optimizer(config.optim)
   check_train_config(config.train)
   local_batch = parallel.check_batch_size(config.train.batch_size)
+  input_pipeline.resolve(config.data)
+  # The workdir is read (architecture, run) and the data found before anything is written.
   ckpt = checkpoint.Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
   data = input_pipeline.load(config.data, config.seed)
   steps_per_epoch = data.steps_per_epoch(local_batch)
@@ -142,26 +184,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   mesh = parallel.make_mesh()
   rng = jax.random.PRNGKey(config.seed)
-  init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
-  state = parallel.replicate(init_state(model, optimizer, init_rng), mesh)
+  state = parallel.replicate(init_state(model, optimizer, jax.random.split(rng, 3)[0]), mesh)
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
     state, meta = ckpt.restore(abstract)
-    print(f"resumed from step {int(state.step)} ({meta}) in {ckpt.directory}", flush=True)
+    rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng)
+    print(f"resumed from step {int(state.step)} (epoch {meta['epoch']}, batch "
+          f"{meta['batch_in_epoch']} of {steps_per_epoch}) in {ckpt.directory}", flush=True)
+  _, step_rng, eval_rng = jax.random.split(rng, 3)
   start = int(state.step)
+  lock = _lock(workdir)
+  ckpt.begin_writing()
 
   step_fn = jit_train_step(model, loss_fn, optimizer)
   eval_fn = jax.jit(functools.partial(eval_step, model=model, loss_fn=loss_fn))
-  writer = writers.Writer(workdir)
+  writer = writers.Writer(workdir, resumed_at=start)
   progress = writers.Progress(start, total)
   warmup = config.objective.get("warmup_epochs", 0)
   history, last_train, last_eval = [], {}, {}
   eval_every = config.train.get("eval_every_epochs", 0)
   step = start
-  print(f"training {config.objective.name} on {data.name}: {total} steps "
-        f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
-        f"{jax.device_count()} device(s)) in {workdir}", flush=True)
+  if start >= total:
+    print(f"the run in {workdir} is complete ({start}/{total} steps); raise "
+          "config.train.epochs to train it further", flush=True)
+  else:
+    print(f"training {config.objective.name} on {data.name}: {total} steps "
+          f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
+          f"{jax.device_count()} device(s)) in {workdir}", flush=True)
 
   def flush_history():
     """Checks every step since the last check is finite; logs their mean."""
@@ -175,6 +225,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
           f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}")
     if fetched:
       last_train = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
+
+  def evaluate_and_draw(at: int, draw: bool = True) -> dict:
+    """The test bound of the current parameters, printed; with ``draw``, logged and
+    drawn as figures (process 0)."""
+    t0 = time.time()
+    result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
+    print(f"test bound at step {at}: " + " ".join(
+        f"{k} {v:.4g}" for k, v in sorted(result.items())) + f" ({time.time() - t0:.1f}s)",
+        flush=True)
+    if draw:
+      writer.scalars(at, result, prefix="test")
+      if jax.process_index() == 0:
+        batch, _ = next(iter(data.test_batches(min(16, local_batch))))
+        for name, img in figures.model_figures(model, state.params, batch, eval_rng).items():
+          writer.image(at, name, img)
+    return result
 
   try:
     while step < total:
@@ -198,25 +264,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if save_now:
           ckpt.save(step, state, {"epoch": step // steps_per_epoch,
                                   "batch_in_epoch": step % steps_per_epoch,
-                                  "batch_size": config.train.batch_size})
+                                  "batch_size": config.train.batch_size,
+                                  "rng": [int(v) for v in jax.device_get(rng)]})
         epoch_done = step % steps_per_epoch == 0
         if (eval_every and epoch_done and (step // steps_per_epoch) % eval_every == 0) or \
             step == total:
-          t0 = time.time()
-          last_eval = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
-          writer.scalars(step, last_eval, prefix="test")
-          print(f"test bound at step {step}: " + " ".join(
-              f"{k} {v:.4g}" for k, v in sorted(last_eval.items()))
-              + f" ({time.time() - t0:.1f}s)", flush=True)
-          if jax.process_index() == 0:
-            batch, _ = next(iter(data.test_batches(min(16, local_batch))))
-            for name, img in figures.model_figures(model, state.params, batch,
-                                                   eval_rng).items():
-              writer.image(step, name, img)
+          last_eval = evaluate_and_draw(step)
+    if start >= total:
+      last_eval = evaluate_and_draw(start, draw=False)
     flush_history()
   finally:
     ckpt.close()
     writer.close()
+    lock.close()
   return {"train": last_train, "test": last_eval, "step": step,
           "figures": writer.figure_dir}
 

@@ -19,26 +19,45 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-  """Steps per second over the last interval and the ETA to ``total`` steps."""
+  """Steps per second over the last interval, and the ETA to ``total`` steps at the
+  mean rate since the first report (which excludes compilation), so that periodic
+  evaluations do not make it swing."""
 
   def __init__(self, start_step: int, total: int):
     self.total, self.last_step, self.last_time = total, start_step, time.time()
-    self.rate = None
+    self.first = None
 
   def update(self, step: int) -> str:
     now = time.time()
-    if step > self.last_step:
-      self.rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    if self.first is None or step <= self.first[0]:
+      self.first, mean = (step, now), rate
+    else:
+      mean = (step - self.first[0]) / max(now - self.first[1], 1e-9)
     self.last_step, self.last_time = step, now
-    if not self.rate:
+    if rate <= 0 or mean <= 0:
       return ""
-    return f"{self.rate:.1f} steps/s ETA {format_duration((self.total - step) / self.rate)}"
+    return f"{rate:.1f} steps/s ETA {format_duration((self.total - step) / mean)}"
+
+
+def truncate_jsonl(path: str, step: int) -> None:
+  """Drops the records of steps after ``step`` (written before a crash, and about to
+  be written again by the resumed run); atomic through a temporary file."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+  if len(keep) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 class Writer:
   """metrics.jsonl, TensorBoard event files and figures, from process 0 only."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, resumed_at: int = 0):
     self.active = jax.process_index() == 0
     self.workdir = workdir
     self.figure_dir = os.path.join(workdir, "figures")
@@ -47,7 +66,9 @@ class Writer:
       self._tf = tf
       os.makedirs(self.figure_dir, exist_ok=True)
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      jsonl = os.path.join(workdir, "metrics.jsonl")
+      truncate_jsonl(jsonl, resumed_at)
+      self._jsonl = open(jsonl, "a")
 
   def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
     if not self.active:

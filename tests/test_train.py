@@ -1,6 +1,7 @@
 """The training entry point end to end: resume, multi-device equality, SIGKILL."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp
   out2 = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=3), str(workdir))
   assert out2["step"] == 30
   state, meta = restore_params(tiny_config(tmp_path / "data", epochs=3), workdir)
-  assert int(state.step) == 30 and meta == {"epoch": 3, "batch_in_epoch": 0, "batch_size": 40}
+  seed_key = [int(v) for v in jax.random.PRNGKey(0)]   # config.seed = 0
+  assert int(state.step) == 30 and meta == {"epoch": 3, "batch_in_epoch": 0, "batch_size": 40,
+                                            "rng": seed_key}
   lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   train_loss = {l["step"]: l["train/loss"] for l in lines if "train/loss" in l}
   assert sorted(train_loss)[0] == 5 and max(train_loss) == 30   # the resumed run appended
@@ -48,24 +51,65 @@ def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp
   assert figures == {"samples.png", "reconstructions.png", "image_to_attributes.png",
                      "attributes_to_image.png"}
   assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+  # The same command on a complete run: no step, no checkpoint, but the test bound.
+  kept = sorted(os.listdir(workdir / "checkpoints"))
+  out3 = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=3), str(workdir))
+  assert out3["step"] == 30 and out3["test"]["elbo"] == pytest.approx(test[-1]["test/elbo"])
+  assert sorted(os.listdir(workdir / "checkpoints")) == kept
 
 
-def test_a_workdir_of_another_architecture_is_refused_and_left_untouched(tmp_path):
+def _mtimes(workdir):
+  return {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir) for p in fs}
+
+
+def test_a_workdir_of_another_architecture_or_run_is_refused_and_left_untouched(tmp_path):
   workdir = tmp_path / "run"
   train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
-  before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir) for p in fs}
+  before = _mtimes(workdir)
   other = tiny_config(tmp_path / "data", epochs=1)
   other.model.latent_dim = 6
   with pytest.raises(ConfigError, match=r"another architecture \(config.model.latent_dim: 4 "
                      r"there, 6 here\)"):
     train.train_and_evaluate(other, str(workdir))
-  after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(workdir) for p in fs}
-  assert before == after
+  for field, value, shown in [("seed", 7, "config.seed: 0 there, 7 here"),
+                              ("batch_size", 20, "config.train.batch_size: 40 there, 20 here"),
+                              ("num_train", 800, "config.data.num_train: 400 there, 800 here")]:
+    c = tiny_config(tmp_path / "data", epochs=2)
+    section = c if field == "seed" else (c.train if field == "batch_size" else c.data)
+    section[field] = value
+    with pytest.raises(ConfigError, match=r"holds another run \(" + re.escape(shown)):
+      train.train_and_evaluate(c, str(workdir))
+  assert _mtimes(workdir) == before
+  c = tiny_config(tmp_path / "moved", epochs=1)   # the data may move: the same run
+  os.rename(tmp_path / "data", tmp_path / "moved")
+  assert train.train_and_evaluate(c, str(workdir))["step"] == 10
+  os.remove(workdir / "config.json")   # a checkpoint with no config.json to compare with
+  with pytest.raises(ConfigError, match=r"no config.json to compare with.*\(4, 16\) there, "
+                     r"\(6, 16\) here"):
+    train.train_and_evaluate(other, str(workdir))
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_workdir_in_use_by_another_run_is_refused(tmp_path):
+  import fcntl
+  workdir = tmp_path / "run"
+  os.makedirs(workdir)
+  with open(workdir / ".lock", "w") as held:
+    held.write("pid 1 on elsewhere\n")
+    held.flush()
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(ConfigError, match=r"in use by another run \(pid 1 on elsewhere\)"):
+      train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
+  assert sorted(os.listdir(workdir)) == [".lock"]
 
 
 def test_bad_train_fields_fail_before_anything_runs(tmp_path):
   c = tiny_config(tmp_path / "data", batch_size=0)
   with pytest.raises(ConfigError, match=r"config.train.batch_size=0 must be an int > 0"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  c = tiny_config(tmp_path / "data", epochs=1)
+  c.data.source = "tfds"
+  with pytest.raises(ConfigError, match=r"config.data.source='tfds' is not valid"):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
 
@@ -132,6 +176,16 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(straight):
   resumed = run_script(tmp_path, "killed", every=4)
   for a, b in zip(reference, resumed):
     np.testing.assert_array_equal(a, b)
+  # metrics.jsonl: what the killed run logged after its last checkpoint is not repeated,
+  # and the test bounds (same parameters, same restored random key) are identical.
+  logs = {}
+  for name in ("straight", "killed"):
+    lines = [json.loads(l) for l in open(tmp_path / name / "metrics.jsonl")]
+    logs[name] = [(l["step"], "test/elbo" in l) for l in lines]
+    assert len(set(logs[name])) == len(logs[name]), logs[name]
+    logs[name + "_test"] = [l for l in lines if "test/elbo" in l]
+  assert sorted(logs["straight"]) == sorted(logs["killed"])
+  assert logs["straight_test"] == logs["killed_test"]
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
