@@ -6,6 +6,8 @@
 Running the same command again resumes from the latest checkpoint in --workdir.
 """
 import os
+import re
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # quiet TensorFlow (tf.data only)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -24,6 +26,34 @@ flags.DEFINE_bool("multihost", False, "Join a multi-process run through "
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _config_flag_error(e: Exception, argv) -> str:
+  """One line for a --config / --config.FIELD that could not be used."""
+  text = " ".join(str(e).replace("\\n", " ").split())
+  if isinstance(e, AttributeError):   # ml_collections: no such field (with a suggestion)
+    m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+    name = m.group(2) if m else re.findall(r"\w+", text)[0]
+    flag = next((a.split("=")[0] for a in argv if a.startswith("--config.") and
+                 a.split("=")[0].endswith("." + name)), f"--config.{name}")
+    return f"{flag}: no such config field" + (f"; did you mean {m.group(1)!r}?" if m else "")
+  missing = re.search(r"No such file or directory: '([^']+)'", text)
+  if missing:
+    return f"--config: no such config file {missing.group(1)!r} (see configs/*.py)"
+  last = [l for l in str(e).splitlines() if l.strip()][-1].strip()   # the innermost error
+  return re.sub(r"^[\w.]*(Error|Exception): ", "", last)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, plus loading the config, with a mistyped config field or
+  file reported in one line (exit 2) instead of a traceback."""
+  try:
+    rest = flags.FLAGS(argv)
+    flags.FLAGS.config.to_dict()   # a config that failed to load raises here, not in the run
+    return rest
+  except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    print(f"error: {_config_flag_error(e, argv)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   del argv
   from absl import logging
@@ -36,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -17,6 +17,7 @@ FILTERS = (64, 128, 256, 256)   # the authors' four 4x4 stride-2 convolutions
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  mnist.check_arg(arg, "celeba.py")
   c = mnist.get_config()
   c.data = input_pipeline.default_config("celeba")
   c.model.latent_dim = 128

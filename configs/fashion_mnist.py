@@ -8,6 +8,7 @@ from jmvae_jax import input_pipeline
 
 
 def get_config(arg: str = ""):
+  mnist.check_arg(arg, "fashion_mnist.py")
   c = mnist.get_config(arg)
   c.data = input_pipeline.default_config("fashion_mnist")
   c.data.source = "idx"        # /usr/share/datasets/fashion-mnist; "tfds" where it downloads

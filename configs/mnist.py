@@ -9,7 +9,15 @@ below can be overridden from the command line as ``--config.SECTION.FIELD=VALUE`
 """
 import ml_collections
 
-from jmvae_jax import input_pipeline, likelihood
+from jmvae_jax import errors, input_pipeline, likelihood
+
+ARGS = ("", "smoke")   # --config=configs/FILE.py:ARG; "smoke": a tiny run for tests, laptops
+
+
+def check_arg(arg: str, config_file: str) -> None:
+  """A one-line error for an unknown --config=FILE:ARG, before any run starts."""
+  if arg not in ARGS:
+    raise errors.allowed(f"--config=configs/{config_file}:ARG", arg, ARGS)
 
 
 def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
@@ -62,6 +70,7 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  check_arg(arg, "mnist.py")
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = input_pipeline.default_config("mnist")

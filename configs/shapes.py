@@ -11,6 +11,7 @@ from jmvae_jax import input_pipeline
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  mnist.check_arg(arg, "shapes.py")
   c = mnist.get_config()
   c.data = input_pipeline.default_config("shapes")
   c.data.num_train = 20_000

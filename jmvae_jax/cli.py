@@ -7,9 +7,12 @@ from jmvae_jax.errors import ConfigError
 
 
 def run(config, workdir: str, mode: str = "train"):
-  """Trains (resuming) or evaluates ``config`` in ``workdir``; exits 2 on bad input."""
+  """Trains (resuming) or evaluates ``config`` in ``workdir``; exits 2 on bad input,
+  3 on a non-finite loss, 130 when interrupted (Ctrl-C)."""
   from jmvae_jax import train
   try:
+    if not workdir or not workdir.strip():
+      raise ConfigError("--workdir is empty; name the directory for checkpoints and logs")
     if mode == "train":
       return train.train_and_evaluate(config, workdir)
     from jmvae_jax import evaluate
@@ -20,3 +23,7 @@ def run(config, workdir: str, mode: str = "train"):
   except train.NonFiniteLoss as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight was "
+          "finished first): run the same command to resume", file=sys.stderr)
+    sys.exit(130)

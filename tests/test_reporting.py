@@ -1,0 +1,82 @@
+"""What a run shows its user: figures for every objective, the ETA, metrics.jsonl after a
+resume, and one-line errors for mistyped command lines."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mnist
+from jmvae_jax import ConfigError, builder, figures, writers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("objective,expected", [
+    ("vae", {"samples", "reconstructions"}),
+    ("cvae", {"samples", "reconstructions", "label_to_image"}),
+    ("cmma", {"samples", "reconstructions", "label_to_image"}),
+    ("jmvae_kl", {"samples", "reconstructions", "label_to_image", "image_to_label"}),
+])
+def test_figures_draw_what_each_objective_can_generate(objective, expected):
+  c = mnist.get_config("smoke")
+  c.objective.name = objective
+  model, _ = builder.build(c)
+  params = model.init(jax.random.PRNGKey(0))
+  batch = {"image": (np.random.default_rng(0).random((4, 28, 28, 1)) > 0.5).astype(np.float32),
+           "label": np.arange(4, dtype=np.int32)}   # fewer examples than a figure holds
+  out = figures.model_figures(model, params, batch, jax.random.PRNGKey(1))
+  assert set(out) == expected
+  assert out["samples"].shape == (2 + 2 * 30, 2 + 2 * 30, 3)   # 4 tiles of 28 in a 2x2 grid
+  if objective == "vae":
+    with pytest.raises(ConfigError, match=r"no decoder for 'label'"):
+      model.translate(params, jax.random.PRNGKey(2), {"image": batch["image"]}, "label")
+
+
+def test_eta_uses_the_mean_rate_since_the_first_report(monkeypatch):
+  now = [100.0]
+  monkeypatch.setattr(writers.time, "time", lambda: now[0])
+  p = writers.Progress(start_step=0, total=1000)
+  now[0] += 50.0                       # compilation and the first 100 steps
+  assert p.update(100) == "2.0 steps/s ETA 7m30s"
+  now[0] += 1.0                        # 100 steps at 100/s
+  assert p.update(200) == "100.0 steps/s ETA 8s"
+  now[0] += 9.0                        # 100 steps and an evaluation: 10/s
+  assert p.update(300) == "11.1 steps/s ETA 35s"   # 700 steps at the mean 200 / 10 s
+
+
+def test_truncate_jsonl_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  records = [{"step": s, "train/loss": float(s)} for s in (5, 10, 15, 20)] + [{"step": 10,
+                                                                              "test/elbo": -1.0}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  writers.truncate_jsonl(str(path), 10)
+  assert [json.loads(l) for l in path.read_text().splitlines()] == [
+      records[0], records[1], records[4]]
+  writers.truncate_jsonl(str(tmp_path / "absent.jsonl"), 10)   # nothing to do
+
+
+def test_unknown_config_arguments_are_named():
+  with pytest.raises(ConfigError, match=r"--config=configs/mnist.py:ARG='smok' is not valid; "
+                     r"allowed: '', 'smoke'"):
+    mnist.get_config("smok")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/mnist.py:smoke", "--config.train.epoch=5"],
+     "error: --config.train.epoch: no such config field; did you mean 'epochs'?"),
+    (["--config=configs/mnst.py"],
+     "error: --config: no such config file 'configs/mnst.py' (see configs/*.py)"),
+    (["--config=configs/shapes.py:big"],
+     "error: --config=configs/shapes.py:ARG='big' is not valid; allowed: '', 'smoke'"),
+])
+def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, message):
+  done = subprocess.run([sys.executable, "launch.py", f"--workdir={tmp_path / 'run'}"] + args,
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr
+  assert done.stderr.strip().splitlines()[-1] == message, done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "run").exists()
