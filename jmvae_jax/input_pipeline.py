@@ -40,6 +40,8 @@ gives a one-line summary for logs.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -47,8 +49,10 @@ import hashlib
 import io
 import math
 import os
+import shutil
 import tempfile
 import zipfile
+import zlib
 from typing import Any, Callable, Iterator
 
 import jax
@@ -83,6 +87,7 @@ CELEBA_ATTRIBUTES = tuple((
     "Wearing_Necktie Young").split())
 CELEBA_FILES = {"attributes": "list_attr_celeba.txt", "partition": "list_eval_partition.txt",
                 "images": "img_align_celeba"}
+TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "celeba": "celeb_a"}
 SHAPES_ATTRIBUTES = ("square", "big", "right", "bottom", "red", "green", "blue")
 
 # Salts that keep the random streams apart.
@@ -368,6 +373,29 @@ class ShapesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {"image": images[i], "attributes": attributes[i]}
 
 
+_CELEBA_LAYOUT = {
+    "attributes": "the CelebA attribute list: line 1 the number of images, line 2 the 40 "
+                  "attribute names, then per image a filename and 40 values of 1 or -1",
+    "partition": "the CelebA partition list: per image a line 'filename 0|1|2'"}
+
+
+def _text_rows(path: str, expected: str) -> list[list[str]]:
+  """The non-blank lines of a text file, split on whitespace; a file that is not
+  UTF-8 text is a ConfigError naming the first bad byte and what was ``expected``."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise ConfigError(f"{path}: cannot read ({e})") from None
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
+                      f"expected {expected}") from None
+  return [line.split() for line in io.StringIO(text, newline=None) if line.strip()]
+
+
 def _parse_celeba_lists(data_dir: str):
   """(filenames, attributes int8 [N, 40], partitions int [N]) from the two txt files."""
   paths = {k: os.path.join(data_dir, CELEBA_FILES[k]) for k in ("attributes", "partition")}
@@ -375,8 +403,7 @@ def _parse_celeba_lists(data_dir: str):
     if not os.path.isfile(p):
       raise ConfigError(f"{p} is missing; source='release' needs {CELEBA_FILES['attributes']}, "
                         f"{CELEBA_FILES['partition']} and {CELEBA_FILES['images']}[.zip]")
-  with open(paths["attributes"]) as f:
-    lines = [line.split() for line in f if line.strip()]
+  lines = _text_rows(paths["attributes"], _CELEBA_LAYOUT["attributes"])
   path = paths["attributes"]
   if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
     raise ConfigError(f"{path}: line 1 must be the number of images")
@@ -391,8 +418,7 @@ def _parse_celeba_lists(data_dir: str):
       raise ConfigError(f"{path}: line {i + 3} must be a filename and 40 values of 1 or -1")
     names.append(row[0])
     values[i] = [int(v) for v in row[1:]]
-  with open(paths["partition"]) as f:
-    part_rows = [line.split() for line in f if line.strip()]
+  part_rows = _text_rows(paths["partition"], _CELEBA_LAYOUT["partition"])
   partition = {}
   for i, row in enumerate(part_rows):
     if len(row) != 2 or row[1] not in ("0", "1", "2"):
@@ -432,10 +458,13 @@ class _ImageFiles:
                         f"{CELEBA_FILES['attributes']} are missing, e.g. {missing[0]}")
 
   def read(self, name: str) -> bytes:
-    if self.zip is not None:
-      return self.zip.read(self.members[name])
-    with open(self.members[name], "rb") as f:
-      return f.read()
+    try:
+      if self.zip is not None:
+        return self.zip.read(self.members[name])
+      with open(self.members[name], "rb") as f:
+        return f.read()
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      raise ConfigError(f"{self.where}: cannot read {name} ({e})") from None
 
 
 def crop_resize(image, size: int, crop: int = 0):
@@ -444,6 +473,45 @@ def crop_resize(image, size: int, crop: int = 0):
   side = tf.minimum(h, w) if not crop else tf.minimum(tf.minimum(h, w), crop)
   image = tf.image.crop_to_bounding_box(image, (h - side) // 2, (w - side) // 2, side, side)
   return tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+
+
+def _jpeg_to_square(size: int, crop: int) -> Callable[[bytes], np.ndarray]:
+  """JPEG bytes -> uint8 [size, size, 3], cropped and resized (a graph: one call per image)."""
+  @tf.function(input_signature=[tf.TensorSpec((), tf.string)])
+  def convert(raw):
+    image = crop_resize(tf.io.decode_jpeg(raw, channels=3), size, crop)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return lambda raw: convert(raw).numpy()
+
+
+def _decode_images(images, names, convert, workers: int = 0) -> Iterator[np.ndarray]:
+  """``convert(bytes)`` of each image ``names[i]`` of ``images`` (an :class:`_ImageFiles`), in
+  order. Files are read here and converted by ``workers`` threads (0 = up to 8, one per
+  core) a bounded window ahead, so a file that is not a decodable JPEG is a ConfigError
+  naming it, raised in Python; no tf.data iterator (whose teardown can deadlock against
+  a Python generator) is involved, and the pool is shut down on any exit."""
+  workers = workers or max(1, min(8, os.cpu_count() or 1))
+  pool = concurrent.futures.ThreadPoolExecutor(workers)
+  pending = collections.deque()
+  todo = iter(names)
+  try:
+    while True:
+      while len(pending) < 2 * workers:
+        name = next(todo, None)
+        if name is None:
+          break
+        pending.append((name, pool.submit(convert, images.read(name))))
+      if not pending:
+        return
+      name, future = pending.popleft()
+      try:
+        image = future.result()
+      except tf.errors.InvalidArgumentError:
+        raise ConfigError(f"{images.where}: {name} is not a decodable JPEG; replace it with "
+                          "the CelebA release's copy") from None
+      yield image
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 class CelebaRelease(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -485,21 +553,11 @@ class CelebaRelease(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, images, names, attributes, chosen):
     picked = np.flatnonzero(chosen)
-    encoded = tf.data.Dataset.from_generator(
-        lambda: (images.read(names[i]) for i in picked),
-        output_signature=tf.TensorSpec((), tf.string))
-    decoded = encoded.map(
-        lambda b: tf.cast(tf.clip_by_value(tf.round(crop_resize(
-            tf.io.decode_jpeg(b, channels=3), self._size, self._crop)), 0, 255), tf.uint8),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    it = iter(tfds.as_numpy(decoded.prefetch(tf.data.AUTOTUNE)))
-    for i in picked:
-      try:
-        image = next(it)
-      except tf.errors.InvalidArgumentError as e:
-        raise ConfigError(f"{images.where}: cannot decode {names[i]} "
-                          f"({e.message.splitlines()[0]})") from None
-      yield names[i], {"image": image, "attributes": attributes[i], "filename": names[i]}
+    convert = _jpeg_to_square(self._size, self._crop)
+    decoded = _decode_images(images, [names[i] for i in picked], convert)
+    with contextlib.closing(decoded):
+      for i, image in zip(picked, decoded):
+        yield names[i], {"image": image, "attributes": attributes[i], "filename": names[i]}
 
 
 def _fingerprint(release_dir: str) -> str:
@@ -513,6 +571,50 @@ def _fingerprint(release_dir: str) -> str:
   return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
 
 
+_PARTIAL_MARKS = ("incomplete.", ".tmp.")  # tfds's unfinished outputs: incomplete.*, *.tmp.*
+
+
+def _build_dirs(builder) -> list[str]:
+  """The directories a tfds build of ``builder`` creates or leaves partial files in: the
+  dataset's directory and its parents up to the data dir root, and the download dirs."""
+  root = os.path.normpath(os.fspath(builder.data_dir_root))
+  downloads = os.path.join(root, "downloads")
+  dirs = {root, downloads, os.path.join(downloads, "extracted"),
+          os.path.join(downloads, builder.name)}
+  d = os.path.normpath(builder.data_dir)
+  while d.startswith(root + os.sep):
+    dirs.add(d)
+    d = os.path.dirname(d)
+  return sorted(dirs, key=lambda p: -p.count(os.sep))  # deepest first
+
+
+def _remove(path: str) -> None:
+  with contextlib.suppress(OSError):
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+@contextlib.contextmanager
+def _undo_on_failure(dirs: list[str]):
+  """If the body raises, removes what it left behind in ``dirs`` (deepest first): entries
+  it added that tfds names as unfinished (incomplete.*, *.tmp.*), then each of ``dirs``
+  that it created and left empty. Nothing that was there before is touched."""
+  before = {d: set(os.listdir(d)) if os.path.isdir(d) else None for d in dirs}
+  try:
+    yield
+  except BaseException:
+    for d in dirs:
+      with contextlib.suppress(OSError):
+        for entry in set(os.listdir(d)) - (before[d] or set()):
+          if any(mark in entry for mark in _PARTIAL_MARKS):
+            _remove(os.path.join(d, entry))
+        if before[d] is None and not os.listdir(d):
+          os.rmdir(d)
+    raise
+
+
 def _prepare(make_builder, what: str, local: bool = True):
   """The builder ``make_builder()`` with its tfds dataset written once. In a multi-process
   run process 0 writes it while the others wait at a barrier (they share the directory,
@@ -524,13 +626,14 @@ def _prepare(make_builder, what: str, local: bool = True):
     if not builder.is_prepared():
       manual_dir = getattr(builder, "_release_dir", None)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-      if local:
-        print(f"writing {what} as a tfds dataset in {builder.data_dir} (once: later runs "
-              "read it)", flush=True)
-        with contextlib.redirect_stdout(io.StringIO()):
+      with _undo_on_failure(_build_dirs(builder)):  # a failed build leaves nothing behind
+        if local:
+          print(f"writing {what} as a tfds dataset in {builder.data_dir} (once: later runs "
+                "read it)", flush=True)
+          with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare(download_config=config)
+        else:
           builder.download_and_prepare(download_config=config)
-      else:
-        builder.download_and_prepare(download_config=config)
   parallel.barrier(f"{what} prepared")
   builder = make_builder()
   if not builder.is_prepared():
@@ -542,36 +645,56 @@ def _prepare(make_builder, what: str, local: bool = True):
 # Reading the splits: in memory (MNIST-like, Shapes) or streamed (CelebA).
 # ----------------------------------------------------------------------------
 
-def _tfds_instructions(c) -> str:
-  name = c["name"]
-  text = (f"tfds dataset {name!r} is not prepared in config.data.data_dir="
-          f"{c['data_dir'] or 'tfds default'}; either run `tfds build {name}` (or set "
-          "config.data.download=True) on a connected machine and copy the folder here")
-  if name == "fashion_mnist":
-    text += (f", or install the Debian package dataset-fashion-mnist and set source='idx' "
-             f"(it reads {FASHION_MNIST_DIR})")
+def _tfds_dir(c) -> str:
+  """The tfds data dir that source='tfds' reads: data_dir, else tfds's default, resolved."""
+  return c["data_dir"] or os.path.expanduser(tfds.core.constants.get_default_data_dir())
+
+
+def _ways(c, offline: bool = False) -> str:
+  """Every way to get dataset ``c["name"]``, as one clause; ``offline`` leaves out
+  config.data.download=True (set already, and it failed)."""
+  name, t = c["name"], TFDS_NAMES[c["name"]]
+  into = (_tfds_dir(c) if c["source"] == "tfds"
+          else f"config.data.data_dir (default {_tfds_dir(dict(c, data_dir=''))})")
+  build = f"`tfds build {t}` on a connected machine, its {t}/ folder copied into {into}"
+  ways = [f"tfds (config.data.source='tfds'): "
+          + (build if offline else f"config.data.download=True (needs network), or {build}")]
   if name in ("mnist", "fashion_mnist"):
-    text += ", or set config.data.source='idx' with data_dir holding the four IDX files"
+    ways.append("IDX files (config.data.source='idx'): config.data.data_dir holding "
+                f"{', '.join(IDX_FILES.values())} (gzipped or not)")
+  if name == "fashion_mnist":
+    ways.append(f"Debian's package dataset-fashion-mnist: it installs those IDX files in "
+                f"{FASHION_MNIST_DIR}, which source='idx' reads when config.data.data_dir is "
+                "empty")
   if name == "celeba":
-    text += (", or set config.data.source='release' with data_dir holding the CelebA release "
-             "files (img_align_celeba.zip, list_attr_celeba.txt, list_eval_partition.txt)")
-  return text
+    ways.append("the CelebA release files (config.data.source='release'): config.data.data_dir "
+                f"holding {CELEBA_FILES['images']}.zip (or the {CELEBA_FILES['images']}/ "
+                f"folder), {CELEBA_FILES['attributes']} and {CELEBA_FILES['partition']}")
+  return f"to get {name}{' offline' if offline else ''}: " + "; or ".join(ways)
+
+
+def _no_data(c, problem: str, offline: bool = False) -> ConfigError:
+  """A ConfigError: ``problem`` (naming the field and path), then every way to get the data."""
+  return ConfigError(f"{problem}; {_ways(c, offline)}")
 
 
 def _tfds_builder(c):
-  tfds_name = {"celeba": "celeb_a"}.get(c["name"], c["name"])
+  tfds_name = TFDS_NAMES[c["name"]]
   builder = tfds.builder(tfds_name, data_dir=c["data_dir"] or None)
   if builder.is_prepared():
     return builder
+  where = (f"config.data.data_dir={c['data_dir']!r}" if c["data_dir"] else
+           f"config.data.data_dir='' (tfds's default, {_tfds_dir(c)})")
   if not c["download"]:
-    raise ConfigError(_tfds_instructions(c))
+    raise _no_data(c, f"tfds dataset {tfds_name!r} is not prepared in {where}")
   try:
     return _prepare(lambda: tfds.builder(tfds_name, data_dir=c["data_dir"] or None),
                     f"tfds {tfds_name!r}", local=False)
   except Exception as e:  # pylint: disable=broad-except  # network, quota, disk: all alike here
     first = str(e).splitlines()[0] if str(e) else ""
-    raise ConfigError(f"downloading {tfds_name!r} failed ({type(e).__name__}: {first}); "
-                      f"{_tfds_instructions(c)}") from None
+    raise _no_data(c, f"config.data.download=True: downloading tfds dataset {tfds_name!r} into "
+                      f"{where} failed (no network? {type(e).__name__}: {first})",
+                   offline=True) from None
 
 
 def _as_arrays(builder, split: str) -> dict[str, np.ndarray]:
@@ -582,12 +705,11 @@ def _mnist_arrays(c):
   if c["source"] == "idx":
     data_dir = c["data_dir"] or (FASHION_MNIST_DIR if c["name"] == "fashion_mnist" else "")
     if not data_dir:
-      raise ConfigError("config.data.data_dir is empty; source='idx' needs the directory of "
-                        f"the IDX files {', '.join(IDX_FILES.values())}")
+      raise _no_data(c, "config.data.data_dir is empty; source='idx' reads the IDX files there")
     if not os.path.isdir(data_dir):
-      hint = (" (install the Debian package dataset-fashion-mnist)"
-              if data_dir == FASHION_MNIST_DIR else "")
-      raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory{hint}")
+      where = (f"config.data.data_dir={c['data_dir']!r}" if c["data_dir"] else
+               f"config.data.data_dir='' (for fashion_mnist: {data_dir})")
+      raise _no_data(c, f"{where} is not a directory")
     for split in ("train", "test"):  # every file present before reading any
       for k in ("images", "labels"):
         _idx_path(data_dir, IDX_FILES[f"{split}_{k}"])
@@ -610,7 +732,10 @@ def _mnist_arrays(c):
 
 def _check_dir(c) -> None:
   if c["data_dir"] and not os.path.isdir(c["data_dir"]):
-    raise ConfigError(f"config.data.data_dir={c['data_dir']!r} is not a directory")
+    downloading = c["download"] and c["source"] == "tfds"
+    raise _no_data(c, f"config.data.data_dir={c['data_dir']!r} is not a directory"
+                   + (" (create it for config.data.download=True to download into)"
+                      if downloading else ""), offline=downloading)
 
 
 def _shapes_arrays(c):
@@ -625,8 +750,8 @@ def _celeba_streams(c):
   examples in a fixed order, their number); ``convert`` decodes one example."""
   if c["source"] == "release":
     if not c["data_dir"]:
-      raise ConfigError("config.data.data_dir is empty; source='release' needs the directory "
-                        "of the CelebA release files")
+      raise _no_data(c, "config.data.data_dir is empty; source='release' reads the CelebA "
+                        "release files there")
     _check_dir(c)
     images = _ImageFiles(c["data_dir"])  # the cheap checks first: files present, lists parse
     images.check(_parse_celeba_lists(c["data_dir"])[0])

@@ -6,6 +6,7 @@ numpy from the files the tests write.
 import gzip
 import os
 import struct
+import threading
 import zipfile
 
 import numpy as np
@@ -372,6 +373,80 @@ def test_celeba_release_bad_input(tmp_path, breakage, match):
     _load(_celeba_cfg(d, tmp_path))
 
 
+@pytest.mark.parametrize("stem", ["list_attr_celeba", "list_eval_partition"])
+def test_celeba_release_list_not_utf8(tmp_path, stem):
+  d = str(tmp_path / "release")
+  _write_celeba(d)
+  path = os.path.join(d, f"{stem}.txt")
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  lines[2] = b"\xff\xfe" + lines[2]  # e.g. a UTF-16 file, or a stray Latin-1 byte
+  with open(path, "wb") as f:
+    f.write(b"\n".join(lines))
+  with pytest.raises(ConfigError) as e:
+    _load(_celeba_cfg(d, tmp_path))
+  message = str(e.value)
+  assert message.startswith(f"{path}: not UTF-8 text (byte 0xff on line 3); expected the CelebA ")
+  assert ("40 values of 1 or -1" if stem == "list_attr_celeba" else "'filename 0|1|2'") in message
+  assert "\n" not in message
+
+
+def _corrupt(directory, form, name, data):
+  """Replaces image ``name`` of a release written by _write_celeba with ``data``."""
+  if form == "folder":
+    with open(os.path.join(directory, "img_align_celeba", name), "wb") as f:
+      f.write(data)
+    return
+  archive = os.path.join(directory, "img_align_celeba.zip")
+  with zipfile.ZipFile(archive) as z:
+    members = {n: z.read(n) for n in z.namelist()}
+  members[f"img_align_celeba/{name}"] = data
+  with zipfile.ZipFile(archive, "w") as z:
+    for n, b in members.items():
+      z.writestr(n, b)
+
+
+@pytest.mark.parametrize("form, damage", [("folder", "random"), ("zip", "random"),
+                                          ("folder", "truncated")])
+def test_celeba_release_corrupt_jpeg_is_one_clean_line(tmp_path, form, damage):
+  """A bad image is a ConfigError naming it, raised in Python (no tf.data iterator whose
+  teardown could hang), and the failed build leaves nothing in the release directory."""
+  d = str(tmp_path / "release")
+  _write_celeba(d, form)
+  good = tf.io.encode_jpeg(np.zeros((218, 178, 3), np.uint8)).numpy()
+  data = np.random.default_rng(0).bytes(500) if damage == "random" else good[:len(good) // 2]
+  _corrupt(d, form, "000003.jpg", data)
+  before = sorted(os.listdir(d))
+  where = os.path.join(d, "img_align_celeba" + (".zip" if form == "zip" else ""))
+  with pytest.raises(ConfigError) as e:  # the build goes to <data_dir>/tfds by default
+    _load(dict(name="celeba", source="release", data_dir=d))
+  assert str(e.value) == (f"{where}: 000003.jpg is not a decodable JPEG; replace it with the "
+                          "CelebA release's copy")
+  assert sorted(os.listdir(d)) == before  # no tfds/ folder left behind
+  # into a cache_dir that exists already: only what this build created is removed
+  cache = tmp_path / "cache"
+  (cache / "mine").mkdir(parents=True)
+  with pytest.raises(ConfigError, match="000003.jpg is not a decodable JPEG"):
+    _load(_celeba_cfg(d, tmp_path))
+  assert os.listdir(cache) == ["mine"]
+
+
+def test_decode_images_stops_its_threads_when_abandoned(tmp_path):
+  d = str(tmp_path / "release")
+  names, _ = _write_celeba(d)
+  images = ip._ImageFiles(d)
+  convert = ip._jpeg_to_square(16, 0)
+  threads = threading.active_count()
+  out = ip._decode_images(images, names, convert, workers=2)
+  first = next(out)
+  assert first.shape == (16, 16, 3) and first.dtype == np.uint8
+  assert threading.active_count() > threads
+  out.close()  # the pool is shut down: no thread left running
+  assert threading.active_count() == threads
+  shapes = [x.shape for x in ip._decode_images(images, names, convert, workers=3)]
+  assert shapes == [(16, 16, 3)] * 6
+
+
 # ----------------------------------------------------------------------------
 # tfds sources, read from datasets written here in tfds's own format
 # ----------------------------------------------------------------------------
@@ -432,6 +507,81 @@ def test_tfds_not_prepared_says_how_to_get_it(tmp_path):
   assert "source='idx'" in str(e.value) and "download=True" in str(e.value)
   with pytest.raises(ConfigError, match="source='release'"):
     _load(dict(name="celeba", data_dir=str(tmp_path)))
+
+
+IDX_NAMES = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+             "t10k-labels-idx1-ubyte")
+RELEASE_FILES = ("img_align_celeba.zip (or the img_align_celeba/ folder), list_attr_celeba.txt "
+                 "and list_eval_partition.txt")
+
+
+@pytest.mark.parametrize("cfg, problem, ways", [
+    (dict(name="mnist", source="idx", data_dir="/nonexistent"),
+     "config.data.data_dir='/nonexistent' is not a directory",
+     ["config.data.download=True", "`tfds build mnist`", IDX_NAMES]),
+    (dict(name="fashion_mnist", source="idx"),
+     "config.data.data_dir='' (for fashion_mnist: {fmnist}) is not a directory",
+     ["config.data.download=True", "`tfds build fashion_mnist`", IDX_NAMES,
+      "Debian's package dataset-fashion-mnist: it installs those IDX files in {fmnist}"]),
+    (dict(name="fashion_mnist"),
+     "tfds dataset 'fashion_mnist' is not prepared in config.data.data_dir='' (tfds's default, "
+     "{home}/tensorflow_datasets)",
+     ["config.data.download=True", "`tfds build fashion_mnist`", IDX_NAMES,
+      "dataset-fashion-mnist", "copied into {home}/tensorflow_datasets;"]),
+    (dict(name="celeba", source="release", data_dir="/nonexistent"),
+     "config.data.data_dir='/nonexistent' is not a directory",
+     ["config.data.download=True", "`tfds build celeb_a`", RELEASE_FILES]),
+    (dict(name="celeba"),
+     "tfds dataset 'celeb_a' is not prepared in config.data.data_dir='' (tfds's default, "
+     "{home}/tensorflow_datasets)",
+     ["config.data.download=True", "`tfds build celeb_a`", RELEASE_FILES]),
+])
+def test_missing_data_says_every_way_to_get_it(tmp_path, monkeypatch, cfg, problem, ways):
+  """The field and the resolved path, then tfds (download or build), IDX, Debian, release."""
+  home, fmnist = str(tmp_path / "home"), str(tmp_path / "no-fashion-mnist")
+  monkeypatch.setenv("HOME", home)  # tfds's default data dir: ~/tensorflow_datasets
+  monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+  monkeypatch.setattr(tfds.core.constants, "DATA_DIR", f"{home}/tensorflow_datasets")
+  monkeypatch.setattr(ip, "FASHION_MNIST_DIR", fmnist)
+  with pytest.raises(ConfigError) as e:
+    _load(cfg)
+  message = str(e.value)
+  assert message.startswith(problem.format(home=home, fmnist=fmnist) + "; to get ")
+  for way in ways:
+    assert way.format(home=home, fmnist=fmnist) in message
+  assert "`tfds build celeba`" not in message and "tfds default" not in message
+
+
+def test_failed_download_says_so_and_cleans_up(tmp_path, monkeypatch):
+  """With download=True already set, a failed download (simulated: no network here) is
+  reported as such with the offline ways, and its partial files are removed."""
+  (tmp_path / "downloads").mkdir()
+  (tmp_path / "downloads" / "other.tmp.1").write_text("not this run's")
+
+  def offline(builder, **kwargs):
+    del kwargs
+    root = str(builder.data_dir_root)
+    for leftover in (os.path.join(root, "downloads", builder.name, "mnist.gz.tmp.0123abcd"),
+                     os.path.join(root, "downloads", "extracted"),
+                     os.path.join(os.path.dirname(builder.data_dir), "incomplete.ABC123_3.0.1")):
+      os.makedirs(leftover)
+    (tmp_path / "downloads" / builder.name / "mnist.gz.tmp.0123abcd" / "part").write_bytes(b"x")
+    raise ConnectionError("Max retries exceeded (Name or service not known)\nmore detail")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(ConfigError) as e:
+    _load(dict(name="mnist", data_dir=str(tmp_path), download=True))
+  message = str(e.value)
+  assert message.startswith(
+      f"config.data.download=True: downloading tfds dataset 'mnist' into config.data.data_dir="
+      f"'{tmp_path}' failed (no network? ConnectionError: Max retries exceeded (Name or service "
+      "not known)); to get mnist offline: tfds (config.data.source='tfds'): `tfds build mnist` "
+      f"on a connected machine, its mnist/ folder copied into {tmp_path}; or IDX files ")
+  assert IDX_NAMES in message and "download=True (needs network)" not in message
+  assert "\n" not in message
+  found = sorted(os.path.relpath(os.path.join(r, f), tmp_path)
+                 for r, ds, fs in os.walk(tmp_path) for f in ds + fs)
+  assert found == ["downloads", os.path.join("downloads", "other.tmp.1")]
 
 
 # ----------------------------------------------------------------------------
