@@ -86,6 +86,7 @@ def test_a_checkpoint_with_the_optax_chain_state_is_refused_with_a_clear_error(t
   chain = optim.optax_chain(1e-3, clip_global_norm=5.0, clip_value=1.0)
   old = train.TrainState(step=jnp.int32(7), params=params, opt_state=chain.init(params))
   ckpt = checkpoint.Checkpointer(str(tmp_path), config)
+  ckpt.begin_writing()
   ckpt.save(7, old, {"epoch": 0})
   ckpt.close()
   new = train.TrainState(step=jnp.int32(0), params=params,
