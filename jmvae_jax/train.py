@@ -125,7 +125,7 @@ def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, r
   """The run's base random key from a checkpoint's metadata, once its input position
   is known to mean the same here (same number of batches per epoch)."""
   epoch, offset = meta.get("epoch"), meta.get("batch_in_epoch")
-  if epoch is not None and epoch * steps_per_epoch + offset != step:
+  if None not in (epoch, offset) and epoch * steps_per_epoch + offset != step:
     raise ConfigError(
         f"checkpoint {step} in {directory} is at epoch {epoch}, batch {offset}, which is not "
         f"step {step} at this config's {steps_per_epoch} batches per epoch: the training "
@@ -190,8 +190,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
     state, meta = ckpt.restore(abstract)
     rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng)
-    print(f"resumed from step {int(state.step)} (epoch {meta['epoch']}, batch "
-          f"{meta['batch_in_epoch']} of {steps_per_epoch}) in {ckpt.directory}", flush=True)
+    print(f"resumed from step {int(state.step)} (epoch {meta.get('epoch')}, batch "
+          f"{meta.get('batch_in_epoch')} of {steps_per_epoch}) in {ckpt.directory}", flush=True)
   _, step_rng, eval_rng = jax.random.split(rng, 3)
   start = int(state.step)
   lock = _lock(workdir)
