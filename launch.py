@@ -28,6 +28,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _config_flag_error(e: Exception, argv) -> str:
   """One line for a --config / --config.FIELD that could not be used."""
+  if isinstance(e, SyntaxError):
+    return f"--config: {e.filename} is not a Python config file ({e.msg}, line {e.lineno})"
   text = " ".join(str(e).replace("\\n", " ").split())
   if isinstance(e, AttributeError):   # ml_collections: no such field (with a suggestion)
     m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
@@ -48,10 +50,15 @@ def parse_flags(argv):
   try:
     rest = flags.FLAGS(argv)
     flags.FLAGS.config.to_dict()   # a config that failed to load raises here, not in the run
-    return rest
-  except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+  except (flags.Error, AttributeError, KeyError, OSError, SyntaxError, TypeError,
+          ValueError) as e:
     print(f"error: {_config_flag_error(e, argv)}", file=sys.stderr)
     sys.exit(2)
+  if len(rest) > 1:
+    print(f"error: unexpected arguments {rest[1:]}; options are --config, --workdir, --mode, "
+          "--multihost and --config.SECTION.FIELD=VALUE", file=sys.stderr)
+    sys.exit(2)
+  return rest
 
 
 def main(argv):

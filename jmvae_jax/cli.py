@@ -24,6 +24,10 @@ def run(config, workdir: str, mode: str = "train"):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
   except KeyboardInterrupt:
-    print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight was "
-          "finished first): run the same command to resume", file=sys.stderr)
+    import os
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+      print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight "
+            "was finished first): run the same command to resume", file=sys.stderr)
+    else:
+      print("\ninterrupted before the run wrote anything", file=sys.stderr)
     sys.exit(130)

@@ -187,7 +187,7 @@ def get(name: str) -> Objective:
     module_name, _, fn_name = name.partition(":")
     try:
       module = importlib.import_module(module_name)
-    except ImportError as e:
+    except (ImportError, ValueError) as e:   # ValueError: an empty or relative module name
       raise ConfigError(f"config.objective.name={name!r}: cannot import {module_name!r} ({e})")
     fn = getattr(module, fn_name, None)
     if not callable(fn):

@@ -135,11 +135,28 @@ def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, r
   return rng
 
 
+def _bound_line(step: int, result: dict) -> str:
+  return f"test bound at step {step}: " + " ".join(
+      f"{k} {v:.4g}" for k, v in sorted(result.items()))
+
+
+def check_workdir(workdir: str) -> None:
+  """A one-line ConfigError if ``workdir`` cannot be (or become) a writable directory."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={workdir!r} is a file, not a directory")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir={workdir!r} cannot be written: {parent!r} is not a "
+                      "writable directory")
+
+
 def _lock(workdir: str):
-  """An exclusive lock on WORKDIR/.lock for this run (process 0), released at exit or
-  on ``close()``; a one-line ConfigError if another run holds it."""
+  """An exclusive lock on WORKDIR/.lock for this run (process 0; creates the workdir),
+  released at exit or on ``close()``; a one-line ConfigError if another run holds it."""
   import fcntl
-  import socket
   import types
   if jax.process_index() != 0:
     return types.SimpleNamespace(close=lambda: None)
@@ -153,11 +170,17 @@ def _lock(workdir: str):
     f.close()
     raise ConfigError(f"workdir {workdir!r} is in use by another run ({holder}); wait for "
                       "it to end or use a new --workdir") from None
-  f.seek(0)
-  f.truncate()
-  f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-  f.flush()
   return f
+
+
+def _sign(lock) -> None:
+  """Writes who holds ``lock`` into it, for the message another run would get."""
+  import socket
+  if hasattr(lock, "truncate"):
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -174,44 +197,60 @@ def train_and_evaluate(config, workdir: str) -> dict:
   check_train_config(config.train)
   local_batch = parallel.check_batch_size(config.train.batch_size)
   input_pipeline.resolve(config.data)
-  # The workdir is read (architecture, run) and the data found before anything is written.
-  ckpt = checkpoint.Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
-  data = input_pipeline.load(config.data, config.seed)
-  steps_per_epoch = data.steps_per_epoch(local_batch)
-  total = config.train.epochs * steps_per_epoch
-  if config.train.get("max_steps"):
-    total = min(total, config.train.max_steps)
-
-  mesh = parallel.make_mesh()
-  rng = jax.random.PRNGKey(config.seed)
-  state = parallel.replicate(init_state(model, optimizer, jax.random.split(rng, 3)[0]), mesh)
-  if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
-    state, meta = ckpt.restore(abstract)
-    rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng)
-    print(f"resumed from step {int(state.step)} (epoch {meta.get('epoch')}, batch "
-          f"{meta.get('batch_in_epoch')} of {steps_per_epoch}) in {ckpt.directory}", flush=True)
-  _, step_rng, eval_rng = jax.random.split(rng, 3)
-  start = int(state.step)
-  lock = _lock(workdir)
-  ckpt.begin_writing()
+  check_workdir(workdir)
+  # An existing workdir is locked first (another run may be writing it); the workdir is
+  # read (architecture, run), the data found and the checkpoint restored before anything
+  # is written.
+  lock = _lock(workdir) if os.path.isdir(workdir) else None
+  try:
+    ckpt = checkpoint.Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
+    data = input_pipeline.load(config.data, config.seed)
+    steps_per_epoch = data.steps_per_epoch(local_batch)
+    total = config.train.epochs * steps_per_epoch
+    if config.train.get("max_steps"):
+      total = min(total, config.train.max_steps)
+    mesh = parallel.make_mesh()
+    rng = jax.random.PRNGKey(config.seed)
+    state = parallel.replicate(init_state(model, optimizer, jax.random.split(rng, 3)[0]), mesh)
+    if ckpt.latest_step() is not None:
+      abstract = jax.tree.map(
+          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+      state, meta = ckpt.restore(abstract)
+      rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng)
+      print(f"resumed from step {int(state.step)} (epoch {meta.get('epoch')}, batch "
+            f"{meta.get('batch_in_epoch')} of {steps_per_epoch}) in {ckpt.directory}",
+            flush=True)
+    _, step_rng, eval_rng = jax.random.split(rng, 3)
+    start = int(state.step)
+    eval_fn = jax.jit(functools.partial(eval_step, model=model, loss_fn=loss_fn))
+    if start >= total:   # nothing to train: the test bound, and the workdir left as it is
+      print(f"the run in {workdir} is complete ({start} steps, this config asks for "
+            f"{total}); raise config.train.epochs to train it further", flush=True)
+      result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
+      print(_bound_line(start, result), flush=True)
+      ckpt.close()
+      if lock is not None:
+        lock.close()
+      return {"train": {}, "test": result, "step": start,
+              "figures": os.path.join(workdir, "figures")}
+    lock = lock or _lock(workdir)
+    _sign(lock)
+    ckpt.begin_writing()
+  except BaseException:
+    if lock is not None:
+      lock.close()
+    raise
 
   step_fn = jit_train_step(model, loss_fn, optimizer)
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, loss_fn=loss_fn))
   writer = writers.Writer(workdir, resumed_at=start)
   progress = writers.Progress(start, total)
   warmup = config.objective.get("warmup_epochs", 0)
   history, last_train, last_eval = [], {}, {}
   eval_every = config.train.get("eval_every_epochs", 0)
   step = start
-  if start >= total:
-    print(f"the run in {workdir} is complete ({start}/{total} steps); raise "
-          "config.train.epochs to train it further", flush=True)
-  else:
-    print(f"training {config.objective.name} on {data.name}: {total} steps "
-          f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
-          f"{jax.device_count()} device(s)) in {workdir}", flush=True)
+  print(f"training {config.objective.name} on {data.name}: {total} steps "
+        f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
+        f"{jax.device_count()} device(s)) in {workdir}", flush=True)
 
   def flush_history():
     """Checks every step since the last check is finite; logs their mean."""
@@ -226,20 +265,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if fetched:
       last_train = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
 
-  def evaluate_and_draw(at: int, draw: bool = True) -> dict:
-    """The test bound of the current parameters, printed; with ``draw``, logged and
-    drawn as figures (process 0)."""
+  def evaluate_and_draw(at: int) -> dict:
+    """The test bound of the current parameters, printed and logged, and the figures
+    (process 0)."""
     t0 = time.time()
     result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
-    print(f"test bound at step {at}: " + " ".join(
-        f"{k} {v:.4g}" for k, v in sorted(result.items())) + f" ({time.time() - t0:.1f}s)",
-        flush=True)
-    if draw:
-      writer.scalars(at, result, prefix="test")
-      if jax.process_index() == 0:
-        batch, _ = next(iter(data.test_batches(min(16, local_batch))))
-        for name, img in figures.model_figures(model, state.params, batch, eval_rng).items():
-          writer.image(at, name, img)
+    print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
+    writer.scalars(at, result, prefix="test")
+    if jax.process_index() == 0:
+      batch, _ = next(iter(data.test_batches(min(16, local_batch))))
+      for name, img in figures.model_figures(model, state.params, batch, eval_rng).items():
+        writer.image(at, name, img)
     return result
 
   try:
@@ -261,17 +297,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
           shown = " ".join(f"{k} {v:.4g}" for k, v in sorted(last_train.items()))
           print(f"epoch {step / steps_per_epoch:.2f}/{config.train.epochs} step "
                 f"{step}/{total} {shown} {rate}", flush=True)
+        epoch_done = step % steps_per_epoch == 0
+        # The evaluation comes before the save, so a run stopped in between redoes both.
+        if (eval_every and epoch_done and (step // steps_per_epoch) % eval_every == 0) or \
+            step == total:
+          last_eval = evaluate_and_draw(step)
         if save_now:
           ckpt.save(step, state, {"epoch": step // steps_per_epoch,
                                   "batch_in_epoch": step % steps_per_epoch,
                                   "batch_size": config.train.batch_size,
                                   "rng": [int(v) for v in jax.device_get(rng)]})
-        epoch_done = step % steps_per_epoch == 0
-        if (eval_every and epoch_done and (step // steps_per_epoch) % eval_every == 0) or \
-            step == total:
-          last_eval = evaluate_and_draw(step)
-    if start >= total:
-      last_eval = evaluate_and_draw(start, draw=False)
     flush_history()
   finally:
     ckpt.close()

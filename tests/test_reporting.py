@@ -59,6 +59,17 @@ def test_truncate_jsonl_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_
   writers.truncate_jsonl(str(tmp_path / "absent.jsonl"), 10)   # nothing to do
 
 
+@pytest.mark.parametrize("name,message", [
+    (":my_loss", r"cannot import ''"),
+    ("tests.custom_losses:nope", r"'tests.custom_losses' has no function 'nope'"),
+    ("no_such_module_here:f", r"cannot import 'no_such_module_here'"),
+])
+def test_a_bad_custom_loss_name_is_one_line(name, message):
+  from jmvae_jax import objectives
+  with pytest.raises(ConfigError, match=r"config.objective.name=.*" + message):
+    objectives.get(name)
+
+
 def test_unknown_config_arguments_are_named():
   with pytest.raises(ConfigError, match=r"--config=configs/mnist.py:ARG='smok' is not valid; "
                      r"allowed: '', 'smoke'"):
@@ -72,6 +83,8 @@ def test_unknown_config_arguments_are_named():
      "error: --config: no such config file 'configs/mnst.py' (see configs/*.py)"),
     (["--config=configs/shapes.py:big"],
      "error: --config=configs/shapes.py:ARG='big' is not valid; allowed: '', 'smoke'"),
+    (["--config=README.md"],
+     "error: --config: README.md is not a Python config file (invalid syntax, line 3)"),
 ])
 def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, message):
   done = subprocess.run([sys.executable, "launch.py", f"--workdir={tmp_path / 'run'}"] + args,

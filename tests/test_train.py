@@ -51,11 +51,13 @@ def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp
   assert figures == {"samples.png", "reconstructions.png", "image_to_attributes.png",
                      "attributes_to_image.png"}
   assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
-  # The same command on a complete run: no step, no checkpoint, but the test bound.
-  kept = sorted(os.listdir(workdir / "checkpoints"))
-  out3 = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=3), str(workdir))
+  # A complete run, even with a changed field: the test bound, and the workdir untouched.
+  before = _mtimes(workdir)
+  again = tiny_config(tmp_path / "data", epochs=3)
+  again.objective.alpha = 0.5
+  out3 = train.train_and_evaluate(again, str(workdir))
   assert out3["step"] == 30 and out3["test"]["elbo"] == pytest.approx(test[-1]["test/elbo"])
-  assert sorted(os.listdir(workdir / "checkpoints")) == kept
+  assert _mtimes(workdir) == before
 
 
 def _mtimes(workdir):
@@ -112,6 +114,12 @@ def test_bad_train_fields_fail_before_anything_runs(tmp_path):
   with pytest.raises(ConfigError, match=r"config.data.source='tfds' is not valid"):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+  (tmp_path / "a_file").write_text("")
+  for workdir, message in [(tmp_path / "a_file", r"is a file, not a directory"),
+                           (tmp_path / "a_file" / "run", r"cannot be written: .*a_file' is not a "
+                                                         r"writable directory")]:
+    with pytest.raises(ConfigError, match=message):
+      train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
 
 
 RUN = """
