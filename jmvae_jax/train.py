@@ -242,6 +242,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise
 
   step_fn = jit_train_step(model, loss_fn, optimizer)
+  saved_rng = [int(v) for v in jax.device_get(rng)]   # the base key, in every checkpoint
   writer = writers.Writer(workdir, resumed_at=start)
   progress = writers.Progress(start, total)
   warmup = config.objective.get("warmup_epochs", 0)
@@ -305,8 +306,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if save_now:
           ckpt.save(step, state, {"epoch": step // steps_per_epoch,
                                   "batch_in_epoch": step % steps_per_epoch,
-                                  "batch_size": config.train.batch_size,
-                                  "rng": [int(v) for v in jax.device_get(rng)]})
+                                  "batch_size": config.train.batch_size, "rng": saved_rng})
     flush_history()
   finally:
     ckpt.close()

@@ -40,14 +40,24 @@ class Progress:
     return f"{rate:.1f} steps/s ETA {format_duration((self.total - step) / mean)}"
 
 
+def _record_step(line: str) -> int | None:
+  """The step of one metrics.jsonl line; None for a blank line or one cut short by a
+  killed run."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
 def truncate_jsonl(path: str, step: int) -> None:
   """Drops the records of steps after ``step`` (written before a crash, and about to
-  be written again by the resumed run); atomic through a temporary file."""
+  be written again by the resumed run) and any line a kill cut short; atomic through a
+  temporary file."""
   if not os.path.exists(path):
     return
   with open(path) as f:
     lines = f.readlines()
-  keep = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+  keep = [l for l in lines if (s := _record_step(l)) is not None and s <= step]
   if len(keep) != len(lines):
     with open(path + ".tmp", "w") as f:
       f.writelines(keep)

@@ -52,7 +52,7 @@ def test_truncate_jsonl_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_
   path = tmp_path / "metrics.jsonl"
   records = [{"step": s, "train/loss": float(s)} for s in (5, 10, 15, 20)] + [{"step": 10,
                                                                               "test/elbo": -1.0}]
-  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 25, "train/lo')
   writers.truncate_jsonl(str(path), 10)
   assert [json.loads(l) for l in path.read_text().splitlines()] == [
       records[0], records[1], records[4]]
