@@ -11,7 +11,7 @@ The GAN of JMVAE-GAN is a later addition; this config trains the JMVAE-kl part.
 import ml_collections
 
 from configs import mnist
-from jmvae_jax import input_pipeline
+from jmvae_jax import data_config
 
 FILTERS = (64, 128, 256, 256)   # the authors' four 4x4 stride-2 convolutions
 
@@ -19,7 +19,7 @@ FILTERS = (64, 128, 256, 256)   # the authors' four 4x4 stride-2 convolutions
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   mnist.check_arg(arg, "celeba.py")
   c = mnist.get_config()
-  c.data = input_pipeline.default_config("celeba")
+  c.data = data_config.default_config("celeba")
   c.model.latent_dim = 128
   c.model.activation = "relu"          # the paper: ReLU
   c.model.norm = "none"                # the paper names none; "layer" (see BUILD_NOTES.md)

@@ -9,7 +9,7 @@ below can be overridden from the command line as ``--config.SECTION.FIELD=VALUE`
 """
 import ml_collections
 
-from jmvae_jax import errors, input_pipeline, likelihood
+from jmvae_jax import data_config, errors, likelihood
 
 ARGS = ("", "smoke")   # --config=configs/FILE.py:ARG; "smoke": a tiny run for tests, laptops
 
@@ -73,7 +73,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   check_arg(arg, "mnist.py")
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = input_pipeline.default_config("mnist")
+  c.data = data_config.default_config("mnist")
   c.model = model_config()
   c.objective = objective_config()
   c.optim = optim_config()

@@ -7,13 +7,13 @@ bottom, red, green, blue). Runs anywhere with no download, in minutes on 2 cores
 import ml_collections
 
 from configs import mnist
-from jmvae_jax import input_pipeline
+from jmvae_jax import data_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   mnist.check_arg(arg, "shapes.py")
   c = mnist.get_config()
-  c.data = input_pipeline.default_config("shapes")
+  c.data = data_config.default_config("shapes")
   c.data.num_train = 20_000
   c.data.num_test = 2_000
   c.model.latent_dim = 16

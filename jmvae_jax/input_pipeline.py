@@ -35,8 +35,8 @@ way). Dynamic binarisation draws ``Bernoulli(intensity)`` with
 test set (and a ``static`` training set) is keyed by ``(binarize_seed,
 index)``, the same for every run. So a resumed run sees identical batches.
 
-``default_config(name)`` lists every field with its default; ``describe``
-gives a one-line summary for logs.
+The fields of ``config.data``, their defaults and checks live in ``data_config``,
+which needs no TensorFlow.
 """
 from __future__ import annotations
 
@@ -50,178 +50,28 @@ import io
 import math
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from typing import Any, Callable, Iterator
 
 import jax
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jmvae_jax import parallel
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.data_config import (
+    CELEBA_ATTRIBUTES, CELEBA_FILES, FASHION_MNIST_DIR, IDX_FILES, SHAPES_ATTRIBUTES, TFDS_NAMES,
+    default_cache, is_int, resolve)
+from jmvae_jax.errors import ConfigError
 
 try:  # tf.data only: keep TensorFlow off any accelerator JAX uses.
   tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):
   pass
 
-NAMES = ("mnist", "fashion_mnist", "celeba", "shapes")
-SOURCES = {"mnist": ("tfds", "idx"), "fashion_mnist": ("tfds", "idx"),
-           "celeba": ("tfds", "release"), "shapes": ("generated",)}
-SPLITS = ("paper", "authors")
-BINARIZE = ("dynamic", "static", "none")
-CELEBA_SPLITS = ("paper", "official")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-CELEBA_ATTRIBUTES = tuple((
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
-    "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes "
-    "No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling "
-    "Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
-    "Wearing_Necktie Young").split())
-CELEBA_FILES = {"attributes": "list_attr_celeba.txt", "partition": "list_eval_partition.txt",
-                "images": "img_align_celeba"}
-TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "celeba": "celeb_a"}
-SHAPES_ATTRIBUTES = ("square", "big", "right", "bottom", "red", "green", "blue")
-
 # Salts that keep the random streams apart.
 _TRAIN_SALT, _STATIC_SALT, _TEST_SALT, _SHUFFLE_SALT = 1, 2, 3, 4
-
-# The fields of config.data (``name`` is required):
-#   source        where the data comes from; "" = the dataset's first in SOURCES.
-#   data_dir      tfds: its data dir ("" = tfds's default); idx: the IDX files ("" = /usr/share/
-#                 datasets/fashion-mnist for fashion_mnist); release: the CelebA files; generated:
-#                 where the Shapes tfds dataset is written ("" = <tmp>/jmvae_jax_tfds).
-#   download      tfds only: let tfds download a dataset that is not prepared (needs network).
-#   split         "paper": the first num_train training images (MNIST: 50,000; with tfds, its
-#                 stored order, a fixed subset); "authors": all 60,000. Too few -> ConfigError.
-#   num_train     the paper split's size (MNIST-like); the generated train size (shapes).
-#   binarize      "dynamic": Bernoulli(intensity) per (seed, epoch, index); "static": once, by
-#                 binarize_seed; "none": grey levels. The test set: once, by binarize_seed.
-#   binarize_seed the fixed seed of the test (and static) binarisation, not the run's seed.
-#   image_size    side of the square images (CelebA 64, Shapes 32).
-#   crop          CelebA: side of the centred square crop before resizing; 0 = the largest.
-#   celeba_split  "paper": a random test_fraction of all 202,599 images (by split_seed; the
-#                 paper's OpenCV face filter is not applied); "official": list_eval_partition's
-#                 train (0) and test (2); validation (1) unused.
-#   shuffle_buffer CelebA streams from disk: the shuffle buffer, in examples.
-#   cache_dir     release: where the built tfds dataset goes ("" = <data_dir>/tfds).
-#   num_test, data_seed  shapes: test size and the generation seed (fixed data across runs).
-_COMMON = dict(source="", data_dir="", download=False)
-_MNIST = dict(split="paper", num_train=50_000, binarize="dynamic", binarize_seed=0)
-DEFAULTS = {
-    "mnist": dict(_COMMON, source="tfds", **_MNIST),
-    "fashion_mnist": dict(_COMMON, source="tfds", **_MNIST),
-    "celeba": dict(_COMMON, source="tfds", image_size=64, crop=0, celeba_split="paper",
-                   test_fraction=0.1, split_seed=0, shuffle_buffer=20_000, cache_dir=""),
-    "shapes": dict(_COMMON, source="generated", num_train=20_000, num_test=2_000, image_size=32,
-                   data_seed=0),
-}
-
-
-def default_config(name: str) -> ml_collections.ConfigDict:
-  """``config.data`` for dataset ``name`` with every field at its default."""
-  if name not in DEFAULTS:
-    raise allowed("config.data.name", name, NAMES)
-  return ml_collections.ConfigDict(dict(DEFAULTS[name], name=name))
-
-
-# ----------------------------------------------------------------------------
-# The config: every field read and checked here, before any data is touched.
-# ----------------------------------------------------------------------------
-
-def _is_int(v) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _field(cfg, name: str, key: str):
-  value = cfg.get(key, None) if hasattr(cfg, "get") else None
-  return DEFAULTS[name][key] if value is None else value
-
-
-def _int(cfg, name, key, minimum=0) -> int:
-  v = _field(cfg, name, key)
-  if not _is_int(v) or v < minimum:
-    raise ConfigError(f"config.data.{key}={v!r} must be an int >= {minimum}")
-  return int(v)
-
-
-def _choice(cfg, name, key, options) -> str:
-  v = _field(cfg, name, key)
-  if v not in options:
-    raise allowed(f"config.data.{key}", v, options)
-  return v
-
-
-def resolve(data_cfg) -> dict[str, Any]:
-  """The data config as a plain dict with every field filled in and checked."""
-  if data_cfg is None or not hasattr(data_cfg, "get"):
-    raise ConfigError(f"config.data must be a ConfigDict or dict, got {type(data_cfg).__name__}")
-  name = data_cfg.get("name", None)
-  if name not in NAMES:
-    raise allowed("config.data.name", name, NAMES)
-  unknown = sorted(set(data_cfg.keys()) - set(DEFAULTS[name]) - {"name"})
-  if unknown:   # a typo would otherwise be silently ignored
-    raise ConfigError(f"config.data.{unknown[0]} is not a field of dataset {name!r}; its fields: "
-                      f"{', '.join(sorted(DEFAULTS[name]))}")
-  out = {"name": name, "source": _field(data_cfg, name, "source") or DEFAULTS[name]["source"]}
-  if out["source"] not in SOURCES[name]:
-    raise allowed("config.data.source", out["source"], SOURCES[name])
-  for key in ("data_dir", "cache_dir"):
-    if key in DEFAULTS[name]:
-      v = _field(data_cfg, name, key)
-      if not isinstance(v, (str, os.PathLike)):
-        raise ConfigError(f"config.data.{key}={v!r} must be a path string")
-      out[key] = os.path.expanduser(os.fspath(v))
-  out["download"] = bool(_field(data_cfg, name, "download"))
-  if name in ("mnist", "fashion_mnist"):
-    out["split"] = _choice(data_cfg, name, "split", SPLITS)
-    out["num_train"] = _int(data_cfg, name, "num_train", 1)
-    out["binarize"] = _choice(data_cfg, name, "binarize", BINARIZE)
-    out["binarize_seed"] = _int(data_cfg, name, "binarize_seed")
-  elif name == "celeba":
-    out["image_size"] = _int(data_cfg, name, "image_size", 1)
-    out["crop"] = _int(data_cfg, name, "crop")
-    out["celeba_split"] = _choice(data_cfg, name, "celeba_split", CELEBA_SPLITS)
-    frac = _field(data_cfg, name, "test_fraction")
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
-      raise ConfigError(f"config.data.test_fraction={frac!r} must be a number in (0, 1)")
-    out["test_fraction"] = float(frac)
-    out["split_seed"] = _int(data_cfg, name, "split_seed")
-    out["shuffle_buffer"] = _int(data_cfg, name, "shuffle_buffer", 1)
-  else:
-    out["num_train"] = _int(data_cfg, name, "num_train", 1)
-    out["num_test"] = _int(data_cfg, name, "num_test", 1)
-    out["image_size"] = _int(data_cfg, name, "image_size", 8)
-    out["data_seed"] = _int(data_cfg, name, "data_seed")
-  return out
-
-
-def describe(data_cfg) -> str:
-  """One line for logs: the dataset, where it comes from and how it is split."""
-  c = resolve(data_cfg)
-  where = {"tfds": c.get("data_dir") or "tfds default dir",
-           "idx": c.get("data_dir") or (FASHION_MNIST_DIR if c["name"] == "fashion_mnist"
-                                        else "data_dir unset"),
-           "release": c.get("data_dir"), "generated": c.get("data_dir") or _default_cache()}
-  text = f"{c['name']} from {c['source']} ({where[c['source']]})"
-  if c["name"] in ("mnist", "fashion_mnist"):
-    size = c["num_train"] if c["split"] == "paper" else "all"
-    text += f", split={c['split']} (train: {size}), binarize={c['binarize']}"
-  elif c["name"] == "celeba":
-    text += (f", {c['image_size']}x{c['image_size']}, split={c['celeba_split']}"
-             + (f" (test {c['test_fraction']:g})" if c["celeba_split"] == "paper" else ""))
-  else:
-    text += (f", {c['num_train']} train / {c['num_test']} test, "
-             f"{c['image_size']}x{c['image_size']}, data_seed={c['data_seed']}")
-  return text
-
 
 # ----------------------------------------------------------------------------
 # IDX files (the MNIST format): magic 0 0 <type> <ndim>, big-endian uint32 dims,
@@ -301,10 +151,6 @@ def _read_idx_split(data_dir: str, split: str) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------
 # tfds builders for local data: Shapes (generated) and the CelebA release files.
 # ----------------------------------------------------------------------------
-
-def _default_cache() -> str:
-  return os.path.join(tempfile.gettempdir(), "jmvae_jax_tfds")
-
 
 def generate_shapes(num: int, image_size: int = 32, seed: int = 0):
   """``num`` images of one coloured shape on black, and their attributes.
@@ -741,7 +587,7 @@ def _check_dir(c) -> None:
 def _shapes_arrays(c):
   builder = _prepare(lambda: ShapesBuilder(
       num_train=c["num_train"], num_test=c["num_test"], image_size=c["image_size"],
-      seed=c["data_seed"], data_dir=c["data_dir"] or _default_cache()), "the shapes set")
+      seed=c["data_seed"], data_dir=c["data_dir"] or default_cache()), "the shapes set")
   return _as_arrays(builder, "train"), _as_arrays(builder, "test")
 
 
@@ -957,7 +803,7 @@ class Dataset:
   _source: Any = dataclasses.field(default=None, repr=False)
 
   def _check_batch(self, batch_size, n, what) -> int:
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
       raise ConfigError(f"batch_size={batch_size!r} must be a positive int")
     if what == "train" and batch_size > n:
       raise ConfigError(f"batch_size={batch_size} exceeds this process's {n} training examples")
@@ -970,7 +816,7 @@ class Dataset:
   def train_dataset(self, epoch: int, batch_size: int, start: int = 0) -> tf.data.Dataset:
     """The tf.data pipeline behind :meth:`train_batches`."""
     steps = self.steps_per_epoch(batch_size)
-    if not _is_int(start) or not 0 <= start <= steps:
+    if not is_int(start) or not 0 <= start <= steps:
       raise ConfigError(f"start={start!r} must be a batch index in [0, {steps}]")
     ds = self._source.train_ds(self.seed, int(epoch), int(batch_size), int(start))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
@@ -1013,9 +859,9 @@ def load(data_cfg, seed: int, process_index: int | None = None,
   c = resolve(data_cfg)
   pc = jax.process_count() if process_count is None else process_count
   pi = jax.process_index() if process_index is None else process_index
-  if not _is_int(pc) or pc < 1:
+  if not is_int(pc) or pc < 1:
     raise ConfigError(f"process_count={pc!r} must be a positive int")
-  if not _is_int(pi) or not 0 <= pi < pc:
+  if not is_int(pi) or not 0 <= pi < pc:
     raise ConfigError(f"process_index={pi!r} must be in [0, {pc})")
   pi, pc, seed = int(pi), int(pc), int(seed)
   common = dict(name=c["name"], modalities=_modalities(c), seed=seed, process_index=pi,

@@ -189,14 +189,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns the last logged training metrics and the last test-bound metrics."""
   import time
   from jmvae_jax import builder as build_lib
-  from jmvae_jax import checkpoint, figures, input_pipeline, parallel, writers
+  from jmvae_jax import checkpoint, data_config, figures, input_pipeline, parallel, writers
 
   # Everything that can be checked on the config alone, before any data or compile.
   model, loss_fn = build_lib.build(config)
   optimizer = make_optimizer(config.optim)
   check_train_config(config.train)
   local_batch = parallel.check_batch_size(config.train.batch_size)
-  input_pipeline.resolve(config.data)
+  data_config.resolve(config.data)
   check_workdir(workdir)
   # An existing workdir is locked first (another run may be writing it); the workdir is
   # read (architecture, run), the data found and the checkpoint restored before anything

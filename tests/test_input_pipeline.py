@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jmvae_jax import data_config as dc
 from jmvae_jax import input_pipeline as ip
 from jmvae_jax.errors import ConfigError
 
@@ -622,7 +623,7 @@ def test_generate_shapes():
 
 
 def test_load_shapes_through_tfds(tmp_path, monkeypatch):
-  cfg = dict(ip.default_config("shapes"), num_train=60, num_test=25, data_dir=str(tmp_path),
+  cfg = dict(dc.default_config("shapes"), num_train=60, num_test=25, data_dir=str(tmp_path),
              data_seed=3)
   ds = _load(cfg)
   assert (ds.num_train, ds.num_test) == (60, 25)
@@ -642,7 +643,7 @@ def test_load_shapes_through_tfds(tmp_path, monkeypatch):
   monkeypatch.setattr(ip, "generate_shapes", lambda *a: pytest.fail("regenerated"))
   again = _load(cfg)
   np.testing.assert_array_equal(_epoch(again, 0, 20)[0]["image"], train[0]["image"])
-  assert "shapes" in ip.describe(cfg)
+  assert "shapes" in dc.describe(cfg)
 
 
 # ----------------------------------------------------------------------------
@@ -686,18 +687,18 @@ def test_bad_idx_dir_and_batch_args(tmp_path, mnist_dir):
 
 
 def test_default_config_and_describe():
-  for name in ip.NAMES:
-    cfg = ip.default_config(name)
-    assert cfg.name == name and cfg.source == ip.SOURCES[name][0]
-    assert name in ip.describe(cfg)
-  assert ip.default_config("mnist").num_train == 50_000
-  assert ip.default_config("celeba").image_size == 64
+  for name in dc.NAMES:
+    cfg = dc.default_config(name)
+    assert cfg.name == name and cfg.source == dc.SOURCES[name][0]
+    assert name in dc.describe(cfg)
+  assert dc.default_config("mnist").num_train == 50_000
+  assert dc.default_config("celeba").image_size == 64
 
 
 def test_an_unknown_data_field_is_named_rather_than_ignored():
-  c = ip.default_config("shapes")
+  c = dc.default_config("shapes")
   with c.unlocked():
     c.num_trian = 5
   with pytest.raises(ConfigError, match=r"config.data.num_trian is not a field of dataset "
                      r"'shapes'; its fields: .*num_train"):
-    ip.resolve(c)
+    dc.resolve(c)
