@@ -16,7 +16,8 @@ Matmul and evaluator timings alternate round by round, so each pair sees the sam
 machine load; the headline is the round with the median ratio, the best of each
 beside it.
 Random parameters and random binary images: throughput does not depend on the
-values. The FLOP count covers dense layers only (the MNIST model has no others).
+values. ``--matmul_precision`` (config.eval's, "highest" by default) applies to all
+three: on a GPU "default" means TF32 products, faster and less exact. The FLOP count covers dense layers only (the MNIST model has no others).
 The last line is JSON.
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ def parse_args(argv=None):
   p.add_argument("--loop_examples", type=int, default=8)
   p.add_argument("--loop_rounds", type=int, default=3)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--matmul_precision", default="highest", choices=L.MATMUL_PRECISIONS,
+                 help="of the evaluator, the loop and the ceiling alike (config.eval)")
   return p.parse_args(argv)
 
 
@@ -123,7 +126,9 @@ def make_batches(images, labels, batch_size):
 def main(argv=None):
   args = parse_args(argv)
   opts = L.check_options(k=args.k, prior_samples=1, chunk_size=max(args.chunk_size, 1),
-                         seed=args.seed, batch_size=args.batch_size)
+                         seed=args.seed, batch_size=args.batch_size,
+                         matmul_precision=args.matmul_precision)
+  precision = jax.default_matmul_precision(args.matmul_precision)
   config = mnist.get_config()
   model, _ = jmvae_jax.build(config)
   params = model.init(jax.random.key(args.seed))
@@ -145,16 +150,19 @@ def main(argv=None):
   labels = rng.integers(0, 10, args.examples).astype(np.int32)
   batches = make_batches(images, labels, args.batch_size)
   run = lambda b: L.estimate(model, params, b, k=args.k, prior_samples=1, chunk_size=chunk,
-                             seed=opts["seed"], estimators=("joint",))
+                             seed=opts["seed"], estimators=("joint",),
+                             matmul_precision=args.matmul_precision)
   t = time.perf_counter()
   run(batches[:1])
   print(f"compile + first batch: {time.perf_counter() - t:.1f} s")
-  temp = compiled_temp_bytes(model, plan, params, batches[0], args.k, chunk)
+  with precision:
+    temp = compiled_temp_bytes(model, plan, params, batches[0], args.k, chunk)
   print(f"evaluator's XLA temporaries: {temp / 2**20:.1f} MiB (budget {args.memory_budget_mb} MB)")
 
   rates, flops = [], []
   for r in range(args.rounds):
-    flops.append(matmul_rate(rows))
+    with precision:
+      flops.append(matmul_rate(rows))
     res = run(batches)
     rates.append(res["num_examples"] * args.k / res["seconds"])
     print(f"round {r}: {rates[-1]:,.0f} samples/s; matmul {flops[-1] / 1e9:.0f} GFLOP/s "
@@ -164,7 +172,8 @@ def main(argv=None):
   examples = [{"image": images[i], "label": labels[i]} for i in range(args.loop_examples)]
   key = jax.random.key(args.seed)
   plain = loop_joint_fn(model, args.k)
-  loop_sps = time_loop(plain, params, examples, key, args.loop_rounds, args.k)
+  with precision:
+    loop_sps = time_loop(plain, params, examples, key, args.loop_rounds, args.k)
   print(f"per-example Python loop: {loop_sps:,.0f} samples/s")
 
   if info["platform"] == "gpu":
@@ -183,6 +192,7 @@ def main(argv=None):
       "speedup_over_loop": rates[r] / loop_sps,
       "matmul_flops_per_second": flops[r],
       "flops_per_sample": fps,
+      "joint_mean": res["estimates"]["joint"]["mean"], "matmul_precision": args.matmul_precision,
       "k": args.k, "examples": args.examples, "batch_size": args.batch_size,
       "chunk_size": chunk, "rows_per_step": rows, "memory_budget_mb": args.memory_budget_mb,
       "peak_memory_bytes": int(peak),

@@ -89,7 +89,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   result = likelihood.estimate(
       model, params, data.test_batches(batch_size), k=opts["k"],
       prior_samples=opts["prior_samples"], chunk_size=opts["chunk_size"], seed=opts["seed"],
-      estimators=opts["estimators"], progress=progress, total=data.num_test)
+      estimators=opts["estimators"], progress=progress, total=data.num_test,
+      matmul_precision=opts["matmul_precision"])
   result["step"] = step
   result["cross_modal_accuracy"] = likelihood.cross_modal_accuracy(
       model, params, data.test_batches(batch_size))

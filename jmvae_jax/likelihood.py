@@ -58,7 +58,7 @@ import optax
 
 from jmvae_jax import distributions as D
 from jmvae_jax import parallel
-from jmvae_jax.errors import ConfigError
+from jmvae_jax.errors import ConfigError, allowed
 
 _TABLE_STREAM = 1 << 20   # rng stream of the log p(w) table; passes use 0 .. 2^M - 1
 
@@ -77,7 +77,12 @@ def eval_config() -> ml_collections.ConfigDict:
                            # CPU, batch * chunk ~ 2000 rows per step runs fastest
   e.seed = 0
   e.estimators = ()        # () = every estimator the model can compute by default
+  e.matmul_precision = "highest"   # float32 products; "default" lets a GPU use TF32 (faster,
+                           # moves log-likelihoods; BUILD_NOTES.md); no effect on a CPU
   return e
+
+
+MATMUL_PRECISIONS = ("highest", "high", "default")
 
 
 def _positive_int(field: str, value) -> int:
@@ -86,14 +91,17 @@ def _positive_int(field: str, value) -> int:
   return int(value)
 
 
-def check_options(*, k, prior_samples, chunk_size, seed, batch_size=1) -> dict:
+def check_options(*, k, prior_samples, chunk_size, seed, batch_size=1,
+                  matmul_precision="highest") -> dict:
   """Validated evaluation options; a one-line ConfigError naming ``config.eval.FIELD``."""
   opts = {f: _positive_int(f, v) for f, v in
           dict(k=k, prior_samples=prior_samples, chunk_size=chunk_size,
                batch_size=batch_size).items()}
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
     raise ConfigError(f"config.eval.seed={seed!r} must be an int in [0, 2**31)")
-  return dict(opts, seed=int(seed))
+  if matmul_precision not in MATMUL_PRECISIONS:
+    raise allowed("config.eval.matmul_precision", matmul_precision, MATMUL_PRECISIONS)
+  return dict(opts, seed=int(seed), matmul_precision=matmul_precision)
 
 
 def eval_options(config) -> dict:
@@ -105,7 +113,7 @@ def eval_options(config) -> dict:
   cfg.update(section.to_dict() if hasattr(section, "to_dict") else dict(section))
   opts = check_options(k=cfg["k"], prior_samples=cfg["prior_samples"],
                        chunk_size=cfg["chunk_size"], seed=cfg["seed"],
-                       batch_size=cfg["batch_size"])
+                       batch_size=cfg["batch_size"], matmul_precision=cfg["matmul_precision"])
   names = cfg["estimators"]
   if isinstance(names, str) or not all(isinstance(n, str) for n in names):
     raise ConfigError(f"config.eval.estimators={names!r} must be a tuple of names")
@@ -614,7 +622,7 @@ def _summary(sums, sqs, count):
 def estimate(model, params, batches: Iterable, *, k: int, prior_samples: int,
              chunk_size: int, seed: int, estimators=None,
              progress: Callable[[str], Any] | None = None, mesh="auto",
-             total: int | None = None) -> dict:
+             total: int | None = None, matmul_precision: str = "highest") -> dict:
   """Importance-sampled test log-likelihoods over ``batches`` of (batch, mask).
 
   Returns {"k", "prior_samples", "num_examples", "seconds", "estimates": {name:
@@ -622,14 +630,18 @@ def estimate(model, params, batches: Iterable, *, k: int, prior_samples: int,
   root-mean-square per-example Monte-Carlo error (small when k suffices).
   ``mesh``: 'auto' shards the batch over every device; None runs unsharded.
   ``progress`` gets one line per batch (with an ETA when ``total`` examples or
-  ``len(batches)`` is known).
+  ``len(batches)`` is known). ``matmul_precision`` ("highest": float32 products) is
+  jax's ``default_matmul_precision`` for every matmul of the estimate: a GPU's default
+  uses TF32, which moves the estimates (BUILD_NOTES.md, "Measured").
   """
-  opts = check_options(k=k, prior_samples=prior_samples, chunk_size=chunk_size, seed=seed)
+  opts = check_options(k=k, prior_samples=prior_samples, chunk_size=chunk_size, seed=seed,
+                       matmul_precision=matmul_precision)
   plan = make_plan(model, estimators)
   mesh = default_mesh() if mesh == "auto" else mesh
   state = {}
   consts = (np.int32(k), np.int32(prior_samples), np.int32(seed))
 
+  @jax.default_matmul_precision(matmul_precision)
   def call(batch, index, mask):
     if "fn" not in state:   # only once the first batch has passed its checks
       state["fn"] = batch_fn(model, plan, opts["chunk_size"])
@@ -647,7 +659,7 @@ def estimate(model, params, batches: Iterable, *, k: int, prior_samples: int,
   for n in plan.names:
     summary[n]["mc_stderr"] = float(math.sqrt(sums[f"{n}@mc"] / max(count, 1)))
   return {"k": int(k), "prior_samples": int(prior_samples), "num_examples": count,
-          "seconds": seconds, "estimates": summary}
+          "seconds": seconds, "matmul_precision": matmul_precision, "estimates": summary}
 
 
 # ----------------------------------------------------------------------------

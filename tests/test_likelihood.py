@@ -428,7 +428,8 @@ def test_bad_input_fails_before_compiling(tiny, monkeypatch):
   monkeypatch.setattr(L, "make_tables", boom)
   ok = [(data, np.ones(10))]
   kw = dict(k=10, prior_samples=10, chunk_size=4, seed=0)
-  for field, value in (("k", 0), ("k", -3), ("prior_samples", 0), ("chunk_size", 2.5)):
+  for field, value in (("k", 0), ("k", -3), ("prior_samples", 0), ("chunk_size", 2.5),
+                       ("matmul_precision", "tf32")):
     with pytest.raises(ConfigError, match=f"config.eval.{field}"):
       L.estimate(model, params, ok, **dict(kw, **{field: value}))
   with pytest.raises(ConfigError, match="no modality 'label'"):
@@ -445,9 +446,36 @@ def test_bad_input_fails_before_compiling(tiny, monkeypatch):
   c.eval.k = 0
   with pytest.raises(ConfigError, match=r"^config.eval.k=0 must be an int > 0$"):
     L.eval_options(c)
+  c.eval.k, c.eval.matmul_precision = 10, "fast"
+  with pytest.raises(ConfigError, match="config.eval.matmul_precision='fast'.*highest"):
+    L.eval_options(c)
   vae, _ = jmvae_jax.build(tiny_config("vae"))
   with pytest.raises(ConfigError, match="joint"):
     L.make_plan(vae, ("joint",))
+
+
+def test_estimate_runs_at_the_requested_matmul_precision(tiny, monkeypatch):
+  """The evaluator traces and runs under ``default_matmul_precision`` (a GPU would use
+  TF32 otherwise); on a CPU the numbers are the same either way."""
+  model, params, data = tiny
+  seen, real = [], L.batch_fn
+
+  def spy(*a, **k):
+    fn = real(*a, **k)
+
+    def wrapped(*args):
+      seen.append(jax.config.jax_default_matmul_precision)
+      return fn(*args)
+    return wrapped
+
+  monkeypatch.setattr(L, "batch_fn", spy)
+  kw = dict(k=6, prior_samples=5, chunk_size=3, seed=0, estimators=("joint",), mesh=None)
+  batches = [(data, np.ones(10))]
+  high = L.estimate(model, params, batches, **kw)
+  low = L.estimate(model, params, batches, matmul_precision="default", **kw)
+  assert seen == ["highest", "default"] and high["matmul_precision"] == "highest"
+  np.testing.assert_allclose(high["estimates"]["joint"]["mean"],
+                             low["estimates"]["joint"]["mean"], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------
