@@ -90,6 +90,9 @@ def main():
   parser.add_argument("--steps", type=int, default=40, help="steps per round, and traced")
   parser.add_argument("--optimizer", choices=("authors", "sgd"), default="authors")
   args = parser.parse_args()
+  if jax.default_backend() != "cpu":
+    sys.exit(f"step_profile.py reads XLA:CPU's ops and cores; this backend is "
+             f"{jax.default_backend()}: run it with JAX_PLATFORMS=cpu")
 
   sgd = optax.sgd(1e-3) if args.optimizer == "sgd" else None
   step, state, inputs = mnist_step(args.batch_size, sgd)

@@ -34,7 +34,7 @@ def test_critical_path_and_optimiser_ops_on_a_known_graph():
 def test_entry_graph_reads_compiled_hlo():
   def f(a, b):
     return jnp.tanh(a @ b) @ b + jnp.sum(a)
-  x = jnp.ones((8, 8))
+  x = jax.device_put(jnp.ones((8, 8)), jax.devices("cpu")[0])   # XLA:CPU's HLO, on any host
   graph = step_profile.entry_graph(jax.jit(f).lower(x, x).compile().as_text())
   names = list(graph)
   for i, (op, deps) in enumerate(graph.items()):    # operands come before their users
