@@ -7,7 +7,22 @@ Running the same command again resumes from the latest checkpoint in --workdir.
 """
 import os
 import re
+import signal
 import sys
+
+# A first Ctrl-C during start-up is held until the imports are done (main): TensorFlow's
+# import, among others, swallows a KeyboardInterrupt raised inside it, and the run went on.
+# A second one interrupts at once.
+_CTRL_C = []
+
+
+def _hold_ctrl_c(signum, frame):
+  if _CTRL_C:
+    raise KeyboardInterrupt
+  _CTRL_C.append(True)
+
+
+signal.signal(signal.SIGINT, _hold_ctrl_c)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # quiet TensorFlow (tf.data only)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -66,10 +81,11 @@ def main(argv):
   from absl import logging
   logging.set_verbosity(logging.ERROR)   # Orbax and tfds narrate every file they touch
   import jax
-  if flags.FLAGS.multihost:
+  from jmvae_jax import cli, evaluate, input_pipeline, train  # noqa: F401  (the slow imports)
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  if flags.FLAGS.multihost and not _CTRL_C:
     jax.distributed.initialize()
-  from jmvae_jax import cli
-  cli.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode)
+  cli.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode, interrupted=bool(_CTRL_C))
 
 
 if __name__ == "__main__":

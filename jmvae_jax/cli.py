@@ -6,16 +6,28 @@ import sys
 from jmvae_jax.errors import ConfigError
 
 
-def run(config, workdir: str, mode: str = "train"):
+def _interrupted(workdir: str):
+  import os
+  if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight "
+          "was finished first): run the same command to resume", file=sys.stderr)
+  else:
+    print("\ninterrupted before the run wrote anything", file=sys.stderr)
+  sys.exit(130)
+
+
+def run(config, workdir: str, mode: str = "train", interrupted: bool = False):
   """Trains (resuming) or evaluates ``config`` in ``workdir``; exits 2 on bad input,
-  3 on a non-finite loss, 130 when interrupted (Ctrl-C)."""
-  from jmvae_jax import train
+  3 on a non-finite loss, 130 when interrupted (Ctrl-C; ``interrupted``: during the
+  start-up, when launch.py holds it)."""
+  from jmvae_jax import evaluate, train
+  if interrupted:
+    _interrupted(workdir)
   try:
     if not workdir or not workdir.strip():
       raise ConfigError("--workdir is empty; name the directory for checkpoints and logs")
     if mode == "train":
       return train.train_and_evaluate(config, workdir)
-    from jmvae_jax import evaluate
     return evaluate.evaluate_workdir(config, workdir)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -24,10 +36,4 @@ def run(config, workdir: str, mode: str = "train"):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
   except KeyboardInterrupt:
-    import os
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
-      print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight "
-            "was finished first): run the same command to resume", file=sys.stderr)
-    else:
-      print("\ninterrupted before the run wrote anything", file=sys.stderr)
-    sys.exit(130)
+    _interrupted(workdir)

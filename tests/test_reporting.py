@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -93,3 +94,34 @@ def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, mess
   assert done.stderr.strip().splitlines()[-1] == message, done.stderr
   assert "Traceback" not in done.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_during_start_up_stops_the_run(tmp_path):
+  """A Ctrl-C while TensorFlow imports was swallowed by that import and the run went on.
+  Here the Ctrl-C comes, deterministically, as ``import tensorflow`` begins, and the import
+  swallows a KeyboardInterrupt as TensorFlow's does; launch.py must still exit 130 once
+  its imports are done, having written nothing."""
+  workdir = tmp_path / "run"
+  code = textwrap.dedent(f"""
+      import builtins, os, runpy, signal, sys, time
+      real_import = builtins.__import__
+
+      def import_like_tensorflow(name, *args, **kwargs):
+        if name == "tensorflow" and not hasattr(import_like_tensorflow, "hit"):
+          import_like_tensorflow.hit = True
+          try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+          except KeyboardInterrupt:
+            pass
+        return real_import(name, *args, **kwargs)
+
+      builtins.__import__ = import_like_tensorflow
+      sys.argv = ["launch.py", "--config=configs/shapes.py:smoke", "--workdir={workdir}"]
+      runpy.run_path("launch.py", run_name="__main__")
+  """)
+  done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 130, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines()[-1] == "interrupted before the run wrote anything"
+  assert not workdir.exists()
