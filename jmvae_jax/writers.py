@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import time
 
 import jax
@@ -64,8 +66,33 @@ def truncate_jsonl(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+_TFEVENTS = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+
+
+def mark_restart(tb_dir: str, step: int, tf) -> None:
+  """Writes a SessionLog START at ``step`` into an event file of its own, named to sort
+  after every event file already in ``tb_dir`` and before the one the run's writer
+  opens next (TensorBoard reads a directory's files in name order). TensorBoard takes
+  a run's first START as its beginning and every later one as a restart: it drops the
+  events logged at steps >= ``step`` before it, i.e. what a killed run wrote after its
+  last checkpoint."""
+  os.makedirs(tb_dir, exist_ok=True)
+  seen = [int(m.group(1)) for f in os.listdir(tb_dir) if (m := _TFEVENTS.match(f))]
+  while seen and int(time.time()) <= max(seen):   # a name of a later second sorts after
+    time.sleep(0.05)
+  # "<time>.<host>.0.restart" sorts before the writer's "<time>.<host>.<pid>.<n>.v2".
+  name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.0.restart"
+  with tf.io.TFRecordWriter(os.path.join(tb_dir, name)) as f:
+    for event in (tf.compat.v1.Event(wall_time=time.time(), file_version="brain.Event:2"),
+                  tf.compat.v1.Event(wall_time=time.time(), step=step, session_log=(
+                      tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START)))):
+      f.write(event.SerializeToString())
+
+
 class Writer:
-  """metrics.jsonl, TensorBoard event files and figures, from process 0 only."""
+  """metrics.jsonl, TensorBoard event files and figures, from process 0 only. A run
+  that resumes at step s first drops what a killed run logged after s, from
+  metrics.jsonl and (through ``mark_restart``) from TensorBoard's view."""
 
   def __init__(self, workdir: str, resumed_at: int = 0):
     self.active = jax.process_index() == 0
@@ -75,7 +102,9 @@ class Writer:
       import tensorflow as tf   # local: only the writer needs TensorFlow's summaries
       self._tf = tf
       os.makedirs(self.figure_dir, exist_ok=True)
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      tb_dir = os.path.join(workdir, "tensorboard")
+      mark_restart(tb_dir, resumed_at + 1, tf)
+      self._tb = tf.summary.create_file_writer(tb_dir)
       jsonl = os.path.join(workdir, "metrics.jsonl")
       truncate_jsonl(jsonl, resumed_at)
       self._jsonl = open(jsonl, "a")

@@ -60,6 +60,29 @@ def test_truncate_jsonl_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_
   writers.truncate_jsonl(str(tmp_path / "absent.jsonl"), 10)   # nothing to do
 
 
+def _tensorboard_scalars(tb_dir, tag):
+  """(step, value) pairs as TensorBoard's own reader shows them (orphans purged)."""
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  acc = plugin_event_accumulator.EventAccumulator(str(tb_dir)).Reload()
+  return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+def test_tensorboard_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+  """A run killed at step 10 after a checkpoint at step 5, resumed: TensorBoard shows
+  steps 1-5 of the first run and 6-8 of the second, not the first run's 6-10."""
+  first = writers.Writer(str(tmp_path))
+  for s in range(1, 11):
+    first.scalars(s, {"loss": float(s)})
+  first.close()                                   # what a SIGKILL leaves: flushed events
+  second = writers.Writer(str(tmp_path), resumed_at=5)
+  for s in range(6, 9):
+    second.scalars(s, {"loss": 100.0 + s})
+  second.close()
+  want = [(s, float(s)) for s in range(1, 6)] + [(s, 100.0 + s) for s in range(6, 9)]
+  assert _tensorboard_scalars(tmp_path / "tensorboard", "train/loss") == want
+
+
 @pytest.mark.parametrize("name,message", [
     (":my_loss", r"cannot import ''"),
     ("tests.custom_losses:nope", r"'tests.custom_losses' has no function 'nope'"),
