@@ -35,7 +35,18 @@ def build(config):
   objective = objectives.get(config.objective.name)
   options = objective_options(config.objective)
   model = Model(spec_from_config(config.model, objective.components))
-  return model, functools.partial(objective.fn, **options)
+  return model, checked_loss(functools.partial(objective.fn, **options))
+
+
+def checked_loss(fn):
+  """``fn`` after ``model.check_batch(batch)``: a missing modality or a wrong shape is a
+  one-line ConfigError when the loss is traced; out-of-range values (uint8 images,
+  labels past the last class, nan) too when it is called on concrete arrays."""
+  @functools.wraps(fn)
+  def loss_fn(model, params, batch, rng, **kwargs):
+    model.check_batch(batch)
+    return fn(model, params, batch, rng, **kwargs)
+  return loss_fn
 
 
 def kl_weight(epoch: float, warmup_epochs: float) -> float:

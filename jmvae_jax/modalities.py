@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmvae_jax import distributions as D
 from jmvae_jax.errors import ConfigError, allowed
@@ -180,11 +181,14 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
 
 
 def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:
-  """Raises a one-line ConfigError if ``x`` does not match the declared modality."""
+  """Raises a one-line ConfigError if ``x`` does not match the declared modality: its
+  shape always; its values too when they are concrete (not traced under jit): finite,
+  in [0, 1] for a Bernoulli modality or one-hot labels, integer labels in [0, C)."""
   shape, dtype = tuple(x.shape), x.dtype
   if spec.likelihood == "categorical" and jnp.issubdtype(dtype, jnp.integer):
     if len(shape) < 1:
       raise ConfigError(f"{where}[{spec.name!r}] has shape {shape}; expected [batch] labels")
+    _check_values(spec, x, where, 0, spec.shape[0] - 1, f"labels in [0, {spec.shape[0] - 1}]")
     return
   if shape[len(shape) - spec.event_ndim:] != spec.shape or len(shape) <= spec.event_ndim:
     expected = f"[batch, {', '.join(map(str, spec.shape))}]"
@@ -193,3 +197,24 @@ def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:
     raise ConfigError(
         f"{where}[{spec.name!r}] has shape {shape}; modality {spec.name!r} "
         f"({spec.likelihood}) expects {expected}")
+  if spec.likelihood == "bernoulli":
+    _check_values(spec, x, where, 0, 1, "values in [0, 1] (binary, or grey levels / 255)")
+  elif spec.likelihood == "categorical":
+    _check_values(spec, x, where, 0, 1, "one-hot rows of 0 and 1")
+  else:
+    _check_values(spec, x, where, -math.inf, math.inf, "finite values")
+
+
+def _check_values(spec: ModalitySpec, x, where: str, low, high, expected: str) -> None:
+  if isinstance(x, jax.core.Tracer):   # under jit: the shape was all there is to check
+    return
+  v = np.asarray(x)
+  if v.size == 0:
+    return
+  if jnp.issubdtype(v.dtype, jnp.floating) and not np.all(np.isfinite(v)):
+    raise ConfigError(f"{where}[{spec.name!r}] holds nan or inf; modality {spec.name!r} "
+                      f"({spec.likelihood}) expects {expected}")
+  lo, hi = v.min(), v.max()
+  if lo < low or hi > high:
+    raise ConfigError(f"{where}[{spec.name!r}] has values in [{lo:g}, {hi:g}]; modality "
+                      f"{spec.name!r} ({spec.likelihood}) expects {expected}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jmvae_jax
-from jmvae_jax import objectives, train
+from jmvae_jax import ConfigError, objectives, train
 from configs import mnist
 from tests import linear_gaussian as lg
 
@@ -178,3 +178,28 @@ def test_three_modality_jmvae_kl_builds_and_a_few_steps_lower_its_loss():
   assert model.generate(state.params, "sound", z).shape == (3, 5)
   assert model.translate(state.params, jax.random.PRNGKey(0), {"sound": batch["sound"][:3]},
                          "label").shape == (3, 4)
+
+
+def test_a_loss_called_on_out_of_range_data_says_which_modality():
+  """uint8 images, labels past the last class and nan gave nan or inf losses silently;
+  now a one-line ConfigError. Under jit only shapes can be checked, and valid data runs."""
+  model, loss_fn = jmvae_jax.build(smoke("jmvae_kl"))
+  params = model.init(jax.random.PRNGKey(0))
+  batch = mnist_batch(4)
+  rng = jax.random.PRNGKey(1)
+  bad = {
+      "has values in \\[0, 255\\].*'image' \\(bernoulli\\) expects values in \\[0, 1\\]":
+          dict(batch, image=(np.asarray(batch["image"]) * 255).astype(np.uint8)),
+      "'label' \\(categorical\\) expects labels in \\[0, 9\\]":
+          dict(batch, label=np.asarray(batch["label"]) + 10),
+      "batch\\['image'\\] holds nan or inf":
+          dict(batch, image=np.where(np.arange(784).reshape(28, 28, 1) == 3, np.nan,
+                                     np.asarray(batch["image"]))),
+  }
+  for message, b in bad.items():
+    with pytest.raises(ConfigError, match=message):
+      loss_fn(model, params, b, rng)
+  eager, _ = loss_fn(model, params, batch, rng)
+  jitted, _ = jax.jit(lambda p, b: loss_fn(model, p, b, rng))(params, batch)
+  np.testing.assert_allclose(jitted, eager, rtol=1e-5)
+  assert np.isfinite(eager)
