@@ -21,9 +21,6 @@ def _hold_ctrl_c(signum, frame):
     raise KeyboardInterrupt
   _CTRL_C.append(True)
 
-
-signal.signal(signal.SIGINT, _hold_ctrl_c)
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # quiet TensorFlow (tf.data only)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -80,13 +77,16 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.ERROR)   # Orbax and tfds narrate every file they touch
-  import jax
   from jmvae_jax import cli, evaluate, input_pipeline, train  # noqa: F401  (the slow imports)
-  signal.signal(signal.SIGINT, signal.default_int_handler)
-  if flags.FLAGS.multihost and not _CTRL_C:
-    jax.distributed.initialize()
-  cli.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode, interrupted=bool(_CTRL_C))
+  if signal.getsignal(signal.SIGINT) is _hold_ctrl_c:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  cli.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode,
+          interrupted=bool(_CTRL_C), multihost=flags.FLAGS.multihost)
 
 
 if __name__ == "__main__":
+  # Only where Ctrl-C would interrupt: a run started in the background by a shell
+  # ignores SIGINT, and keeps ignoring it.
+  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _hold_ctrl_c)
   app.run(main, flags_parser=parse_flags)

@@ -16,24 +16,26 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi -L || true
 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
 SECONDS=0
+status=0
 if [[ " $SECTIONS " == *" tests "* ]]; then
   JAX_DEFAULT_MATMUL_PRECISION=highest "$PY" -m pytest -q -p no:cacheprovider \
     tests/test_distributions.py tests/test_model.py tests/test_likelihood.py \
     tests/test_objectives.py tests/test_optim.py tests/test_benchmarks.py \
-    2>&1 | tee "$OUT/pytest.log" | tail -40
+    2>&1 | tee "$OUT/pytest.log" | tail -40 || status=1
   echo "tests: ${SECONDS}s"
 fi
 if [[ " $SECTIONS " == *" train "* ]]; then
   for b in 100 1000; do
     "$PY" benchmarks/train_throughput.py --batch_size=$b --rounds=5 --steps=100 2>&1 \
-      | tee "$OUT/train_$b.log" | tail -12
+      | tee "$OUT/train_$b.log" | tail -12 || status=1
   done
 fi
 if [[ " $SECTIONS " == *" iw "* ]]; then
   for p in highest default; do     # float32 products, then the GPU's default (TF32)
     "$PY" benchmarks/iw_eval.py --examples=2048 --batch_size=256 --memory_budget_mb=8192 \
       --rounds=3 --loop_examples=16 --loop_rounds=1 --matmul_precision=$p 2>&1 \
-      | tee "$OUT/iw_$p.log" | tail -8
+      | tee "$OUT/iw_$p.log" | tail -8 || status=1
   done
 fi
 echo "total: ${SECONDS}s"
+exit $status

@@ -39,12 +39,13 @@ def build(config):
 
 
 def checked_loss(fn):
-  """``fn`` after ``model.check_batch(batch)``: a missing modality or a wrong shape is a
-  one-line ConfigError when the loss is traced; out-of-range values (uint8 images,
-  labels past the last class, nan) too when it is called on concrete arrays."""
+  """``fn`` after ``model.check_batch`` of the modalities the model reads (a VAE: x
+  alone): a missing one or a wrong shape is a one-line ConfigError when the loss is
+  traced; out-of-range values (uint8 images, labels past the last class, nan) too when
+  it is called on concrete arrays. Other keys of the batch are left alone."""
   @functools.wraps(fn)
   def loss_fn(model, params, batch, rng, **kwargs):
-    model.check_batch(batch)
+    model.check_batch(batch, model.spec.read)
     return fn(model, params, batch, rng, **kwargs)
   return loss_fn
 

@@ -16,14 +16,19 @@ def _interrupted(workdir: str):
   sys.exit(130)
 
 
-def run(config, workdir: str, mode: str = "train", interrupted: bool = False):
+def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
+        multihost: bool = False):
   """Trains (resuming) or evaluates ``config`` in ``workdir``; exits 2 on bad input,
   3 on a non-finite loss, 130 when interrupted (Ctrl-C; ``interrupted``: during the
-  start-up, when launch.py holds it)."""
+  start-up, when launch.py holds it). ``multihost``: first join the other processes
+  through ``jax.distributed.initialize()``."""
   from jmvae_jax import evaluate, train
   if interrupted:
     _interrupted(workdir)
   try:
+    if multihost:
+      import jax
+      jax.distributed.initialize()
     if not workdir or not workdir.strip():
       raise ConfigError("--workdir is empty; name the directory for checkpoints and logs")
     if mode == "train":

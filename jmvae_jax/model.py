@@ -53,6 +53,13 @@ class ModelSpec:
   def w(self) -> tuple[str, ...]:
     return tuple(n for n in self.names if n != self.x)
 
+  @property
+  def read(self) -> tuple[str, ...]:
+    """The modalities some encoder or decoder of the model reads (VAE: x alone)."""
+    used = {n for subset in self.encoders for n in subset}
+    used |= {n for target, cond in self.decoders for n in (target, *cond)}
+    return tuple(n for n in self.names if n in used)
+
   def modality(self, name: str) -> M.ModalitySpec:
     return {s.name: s for s in self.modalities}[name]
 
@@ -216,7 +223,9 @@ class Model:
     return self.generate(params, target, z, inputs)
 
   def check_batch(self, batch: Batch, names=None, where: str = "batch") -> None:
-    """One-line ConfigError if the batch lacks a modality or has a wrong shape."""
+    """One-line ConfigError if the batch lacks one of ``names`` (default: every
+    modality) or one has a wrong shape, or, for concrete arrays, wrong values
+    (``modalities.check_data``)."""
     for n in names or self.spec.names:
       if n not in batch:
         raise ConfigError(f"{where} has no modality {n!r}; it has {sorted(batch)}")

@@ -75,9 +75,16 @@ def mark_restart(tb_dir: str, step: int, tf) -> None:
   opens next (TensorBoard reads a directory's files in name order). TensorBoard takes
   a run's first START as its beginning and every later one as a restart: it drops the
   events logged at steps >= ``step`` before it, i.e. what a killed run wrote after its
-  last checkpoint."""
+  last checkpoint. That is TensorBoard's Python reader (``--load_fast=false``); its
+  faster Rust reader ignores START and replaces a tag's points only once the resumed
+  run logs that tag again at a step at or below them."""
   os.makedirs(tb_dir, exist_ok=True)
   seen = [int(m.group(1)) for f in os.listdir(tb_dir) if (m := _TFEVENTS.match(f))]
+  if seen and max(seen) > time.time() + 2:
+    print(f"warning: {tb_dir} holds an event file dated in the future (another host's "
+          "clock?); TensorBoard may show both the killed and the resumed run's points "
+          "after the checkpoint", flush=True)
+    return
   while seen and int(time.time()) <= max(seen):   # a name of a later second sorts after
     time.sleep(0.05)
   # "<time>.<host>.0.restart" sorts before the writer's "<time>.<host>.<pid>.<n>.v2".

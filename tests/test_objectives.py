@@ -203,3 +203,19 @@ def test_a_loss_called_on_out_of_range_data_says_which_modality():
   jitted, _ = jax.jit(lambda p, b: loss_fn(model, p, b, rng))(params, batch)
   np.testing.assert_allclose(jitted, eager, rtol=1e-5)
   assert np.isfinite(eager)
+
+
+def test_a_loss_asks_only_for_the_modalities_its_model_reads():
+  """A VAE reads x alone: its loss runs on a batch without the label (and with other
+  keys), as the raw objective does; JMVAE-kl's names the missing label."""
+  vae, vae_loss = jmvae_jax.build(smoke("vae"))
+  assert vae.spec.read == ("image",)
+  params = vae.init(jax.random.PRNGKey(0))
+  batch = mnist_batch(4)
+  rng = jax.random.PRNGKey(1)
+  raw, _ = objectives.get("vae").fn(vae, params, {"image": batch["image"]}, rng)
+  checked, _ = vae_loss(vae, params, {"image": batch["image"], "id": np.arange(4)}, rng)
+  np.testing.assert_allclose(checked, raw, rtol=1e-6)
+  kl, kl_loss = jmvae_jax.build(smoke("jmvae_kl"))
+  with pytest.raises(ConfigError, match="batch has no modality 'label'"):
+    kl_loss(kl, kl.init(jax.random.PRNGKey(0)), {"image": batch["image"]}, rng)

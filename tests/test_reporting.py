@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -119,12 +120,15 @@ def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, mess
   assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_during_start_up_stops_the_run(tmp_path):
+@pytest.mark.parametrize("disposition", ["default", "ignored"])
+def test_ctrl_c_during_start_up_stops_the_run(tmp_path, disposition):
   """A Ctrl-C while TensorFlow imports was swallowed by that import and the run went on.
   Here the Ctrl-C comes, deterministically, as ``import tensorflow`` begins, and the import
   swallows a KeyboardInterrupt as TensorFlow's does; launch.py must still exit 130 once
-  its imports are done, having written nothing."""
+  its imports are done, having written nothing. A run that starts with SIGINT ignored (a
+  shell's background job) keeps ignoring it and finishes."""
   workdir = tmp_path / "run"
+  handler = {"default": "signal.default_int_handler", "ignored": "signal.SIG_IGN"}[disposition]
   code = textwrap.dedent(f"""
       import builtins, os, runpy, signal, sys, time
       real_import = builtins.__import__
@@ -140,11 +144,28 @@ def test_ctrl_c_during_start_up_stops_the_run(tmp_path):
         return real_import(name, *args, **kwargs)
 
       builtins.__import__ = import_like_tensorflow
+      signal.signal(signal.SIGINT, {handler})   # as Python starts in a terminal, or in "&"
       sys.argv = ["launch.py", "--config=configs/shapes.py:smoke", "--workdir={workdir}"]
       runpy.run_path("launch.py", run_name="__main__")
   """)
   done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
+  if disposition == "ignored":
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (workdir / "checkpoints").is_dir()
+    return
   assert done.returncode == 130, done.stderr[-2000:]
   assert done.stderr.strip().splitlines()[-1] == "interrupted before the run wrote anything"
   assert not workdir.exists()
+
+
+def test_an_event_file_from_the_future_gets_a_warning_not_a_wait(tmp_path, capsys):
+  import tensorflow as tf
+  tb = tmp_path / "tensorboard"
+  tb.mkdir()
+  (tb / f"events.out.tfevents.{int(time.time()) + 3600}.otherhost.7.0.v2").write_bytes(b"")
+  start = time.time()
+  writers.mark_restart(str(tb), 6, tf)
+  assert time.time() - start < 1.0
+  assert "dated in the future" in capsys.readouterr().out
+  assert not [f for f in os.listdir(tb) if f.endswith(".restart")]
