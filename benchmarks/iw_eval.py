@@ -17,7 +17,8 @@ machine load; the headline is the round with the median ratio, the best of each
 beside it.
 Random parameters and random binary images: throughput does not depend on the
 values. ``--matmul_precision`` (config.eval's, "highest" by default) applies to all
-three: on a GPU "default" means TF32 products, faster and less exact. The FLOP count covers dense layers only (the MNIST model has no others).
+three: on a GPU "default" means TF32 products, faster and less exact. The FLOP count
+covers dense layers only (the MNIST model has no others).
 The last line is JSON.
 """
 from __future__ import annotations
@@ -192,7 +193,8 @@ def main(argv=None):
       "speedup_over_loop": rates[r] / loop_sps,
       "matmul_flops_per_second": flops[r],
       "flops_per_sample": fps,
-      "joint_mean": res["estimates"]["joint"]["mean"], "matmul_precision": args.matmul_precision,
+      "joint_mean": res["estimates"]["joint"]["mean"],
+      "matmul_precision": args.matmul_precision,
       "k": args.k, "examples": args.examples, "batch_size": args.batch_size,
       "chunk_size": chunk, "rows_per_step": rows, "memory_budget_mb": args.memory_budget_mb,
       "peak_memory_bytes": int(peak),

@@ -106,8 +106,8 @@ def check_options(*, k, prior_samples, chunk_size, seed, batch_size=1,
 
 def eval_options(config) -> dict:
   """``config.eval`` (defaults for missing fields) as validated keyword options:
-  k, prior_samples, chunk_size, batch_size, seed, matmul_precision, estimators. Other fields of the
-  section (the training loop's) are left alone."""
+  k, prior_samples, chunk_size, batch_size, seed, matmul_precision, estimators. Other
+  fields of the section (the training loop's) are left alone."""
   cfg = dict(eval_config())
   section = config.get("eval", None) or {}
   cfg.update(section.to_dict() if hasattr(section, "to_dict") else dict(section))
@@ -626,8 +626,8 @@ def estimate(model, params, batches: Iterable, *, k: int, prior_samples: int,
   """Importance-sampled test log-likelihoods over ``batches`` of (batch, mask).
 
   Returns {"k", "prior_samples", "num_examples", "seconds", "matmul_precision",
-  "estimates": {name: {"mean", "stderr", "mc_stderr"}}}: ``stderr`` over test examples, ``mc_stderr`` the
-  root-mean-square per-example Monte-Carlo error (small when k suffices).
+  "estimates": {name: {"mean", "stderr", "mc_stderr"}}}: ``stderr`` over test examples,
+  ``mc_stderr`` the root-mean-square per-example Monte-Carlo error (small when k suffices).
   ``mesh``: 'auto' shards the batch over every device; None runs unsharded.
   ``progress`` gets one line per batch (with an ETA when ``total`` examples or
   ``len(batches)`` is known). ``matmul_precision`` ("highest": float32 products) is

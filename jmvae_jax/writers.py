@@ -69,7 +69,7 @@ def truncate_jsonl(path: str, step: int) -> None:
 _TFEVENTS = re.compile(r"events\.out\.tfevents\.(\d+)\.")
 
 
-def mark_restart(tb_dir: str, step: int, tf) -> None:
+def mark_restart(tb_dir: str, step: int) -> None:
   """Writes a SessionLog START at ``step`` into an event file of its own, named to sort
   after every event file already in ``tb_dir`` and before the one the run's writer
   opens next (TensorBoard reads a directory's files in name order). TensorBoard takes
@@ -78,6 +78,7 @@ def mark_restart(tb_dir: str, step: int, tf) -> None:
   last checkpoint. That is TensorBoard's Python reader (``--load_fast=false``); its
   faster Rust reader ignores START and replaces a tag's points only once the resumed
   run logs that tag again at a step at or below them."""
+  import tensorflow as tf   # local, as in Writer
   os.makedirs(tb_dir, exist_ok=True)
   seen = [int(m.group(1)) for f in os.listdir(tb_dir) if (m := _TFEVENTS.match(f))]
   if seen and max(seen) > time.time() + 2:
@@ -110,7 +111,7 @@ class Writer:
       self._tf = tf
       os.makedirs(self.figure_dir, exist_ok=True)
       tb_dir = os.path.join(workdir, "tensorboard")
-      mark_restart(tb_dir, resumed_at + 1, tf)
+      mark_restart(tb_dir, resumed_at + 1)
       self._tb = tf.summary.create_file_writer(tb_dir)
       jsonl = os.path.join(workdir, "metrics.jsonl")
       truncate_jsonl(jsonl, resumed_at)
