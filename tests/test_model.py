@@ -50,6 +50,20 @@ def test_jmvae_zero_single_modality_posterior_is_the_joint_encoder_fed_zeros():
   np.testing.assert_allclose(q_both.mean, mean, rtol=1e-4, atol=1e-5)
 
 
+def test_fast_compiled_init_matches_the_optimised_program_and_traces():
+  model, _ = jmvae_jax.build(smoke("jmvae_kl"))
+  key = jax.random.PRNGKey(3)
+  fast = model.init(key)                       # one program at XLA's lowest optimisation
+  optimised = jax.jit(model._init)(key)        # the same initialisers, default compile
+  assert jax.tree.structure(fast) == jax.tree.structure(optimised)
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(optimised)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  assert any(np.std(np.asarray(a)) > 0 for a in jax.tree.leaves(fast))
+  shapes = jax.eval_shape(model.init, key)     # traced: part of the caller's program
+  assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, fast)
+
+
 def test_jmvae_kl_single_modality_posterior_is_its_unimodal_encoder():
   model, _ = jmvae_jax.build(smoke("jmvae_kl"))
   params = model.init(jax.random.PRNGKey(0))
