@@ -12,9 +12,8 @@ import tempfile
 from typing import Any
 
 import ml_collections
-import numpy as np
 
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.errors import ConfigError, allowed, is_int
 
 NAMES = ("mnist", "fashion_mnist", "celeba", "shapes")
 SOURCES = {"mnist": ("tfds", "idx"), "fashion_mnist": ("tfds", "idx"),
@@ -79,11 +78,6 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------
 # The config: every field read and checked here, before any data is touched.
 # ----------------------------------------------------------------------------
-
-def is_int(v) -> bool:
-  """An int (numpy's too), not a bool."""
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
 
 def _field(cfg, name: str, key: str):
   value = cfg.get(key, None) if hasattr(cfg, "get") else None

@@ -62,8 +62,8 @@ import tensorflow_datasets as tfds
 from jmvae_jax import parallel
 from jmvae_jax.data_config import (
     CELEBA_ATTRIBUTES, CELEBA_FILES, FASHION_MNIST_DIR, IDX_FILES, SHAPES_ATTRIBUTES, TFDS_NAMES,
-    default_cache, is_int, resolve)
-from jmvae_jax.errors import ConfigError
+    default_cache, resolve)
+from jmvae_jax.errors import ConfigError, is_int
 
 try:  # tf.data only: keep TensorFlow off any accelerator JAX uses.
   tf.config.set_visible_devices([], "GPU")

@@ -58,7 +58,7 @@ import optax
 
 from jmvae_jax import distributions as D
 from jmvae_jax import parallel
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.errors import ConfigError, allowed, is_int
 
 _TABLE_STREAM = 1 << 20   # rng stream of the log p(w) table; passes use 0 .. 2^M - 1
 
@@ -86,7 +86,7 @@ MATMUL_PRECISIONS = ("highest", "high", "default")
 
 
 def _positive_int(field: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+  if not is_int(value) or value <= 0:
     raise ConfigError(f"config.eval.{field}={value!r} must be an int > 0")
   return int(value)
 
@@ -97,7 +97,7 @@ def check_options(*, k, prior_samples, chunk_size, seed, batch_size=1,
   opts = {f: _positive_int(f, v) for f, v in
           dict(k=k, prior_samples=prior_samples, chunk_size=chunk_size,
                batch_size=batch_size).items()}
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+  if not is_int(seed) or not 0 <= seed < 2**31:
     raise ConfigError(f"config.eval.seed={seed!r} must be an int in [0, 2**31)")
   if matmul_precision not in MATMUL_PRECISIONS:
     raise allowed("config.eval.matmul_precision", matmul_precision, MATMUL_PRECISIONS)
