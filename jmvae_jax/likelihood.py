@@ -482,12 +482,16 @@ def per_example(model, params, batch, mask=None, *, k, prior_samples, chunk_size
 
 
 def _activation_floats(spec) -> int:
-  """Floats a decoder of ``spec`` keeps per row: its hidden activations and output."""
+  """Floats a decoder of ``spec`` keeps per row: its hidden activations and output, and
+  for the convolution stack the largest patch matrix of its matmul form on a CPU
+  (networks.conv_up_matmul: (h + 1)^2 windows of 4 x channels for an h x h input)."""
   out = math.prod(spec.param_shape)
   if spec.network == "conv64":
     ups = tuple(reversed(spec.filters[:-1]))
     maps = sum((8 * 2 ** i) ** 2 * f for i, f in enumerate(ups))
-    return spec.dense + 16 * spec.filters[-1] + maps + out
+    inputs = zip((4 * 2 ** i for i in range(len(ups) + 1)), (spec.filters[-1],) + ups)
+    patches = max((h + 1) ** 2 * 4 * c for h, c in inputs)
+    return spec.dense + 16 * spec.filters[-1] + maps + patches + out
   return sum(spec.decoder_hidden) + out
 
 

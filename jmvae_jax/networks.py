@@ -17,7 +17,9 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmvae_jax import distributions as D
 from jmvae_jax.modalities import ModalitySpec
@@ -52,6 +54,84 @@ class MLP(nn.Module):
     return x
 
 
+# ----------------------------------------------------------------------------
+# 4x4 stride-2 convolutions, down and up, in two equivalent forms.
+# ----------------------------------------------------------------------------
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+# ConvTranspose(4x4, stride 2, "SAME") as Flax and lax compute it, per axis: output
+# 2i + a = x[i + a - 1] * w[UP_TAPS[a][0]] + x[i + a] * w[UP_TAPS[a][1]] (x zero outside).
+UP_TAPS = np.array([[0, 2], [1, 3]])
+
+
+def _same_pads(size: int, kernel: int = 4, stride: int = 2) -> tuple[int, int]:
+  total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def conv_down_xla(x, kernel):
+  """[B, H, W, C] -> [B, H/2, W/2, F]: XLA's convolution, as nn.Conv computes it."""
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=_NHWC)
+
+
+def conv_up_xla(x, kernel):
+  """[B, H, W, C] -> [B, 2H, 2W, F]: XLA's transposed convolution, as nn.ConvTranspose."""
+  return jax.lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_NHWC)
+
+
+def conv_down_matmul(x, kernel):
+  """``conv_down_xla`` as one matmul over the 16 strided patches of every output pixel."""
+  _, h, w, c = x.shape
+  (top, bottom), (left, right) = _same_pads(h), _same_pads(w)
+  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  oh, ow = -(-h // 2), -(-w // 2)
+  patches = jnp.concatenate([xp[:, ty:ty + 2 * oh - 1:2, tx:tx + 2 * ow - 1:2]
+                             for ty in range(4) for tx in range(4)], -1)
+  return patches @ kernel.reshape(16 * c, -1)
+
+
+def conv_up_matmul(x, kernel):
+  """``conv_up_xla`` as one matmul: each of the (H+1) x (W+1) 2x2 windows of the padded
+  input gives the four output phases that read it (UP_TAPS), then the phases interleave."""
+  b, h, w, c = x.shape
+  f = kernel.shape[-1]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.concatenate([xp[:, ty:ty + h + 1, tx:tx + w + 1]
+                             for ty in range(2) for tx in range(2)], -1)
+  taps = UP_TAPS.T                                          # [window position, phase]
+  k = kernel[taps[:, None, :, None], taps[None, :, None, :]]   # [ty, tx, a, b, C, F]
+  k = k.transpose(0, 1, 4, 2, 3, 5).reshape(4 * c, 4 * f)
+  y = (patches @ k).reshape(b, h + 1, w + 1, 2, 2, f)
+  rows = [jnp.stack([y[:, a:a + h, p:p + w, a, p] for p in range(2)], 3) for a in range(2)]
+  return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, f)       # [B, H, a, W, b, F]
+
+
+CONV_IMPLS = ("auto", "xla", "matmul")
+_CONVS = {("xla", False): conv_down_xla, ("xla", True): conv_up_xla,
+          ("matmul", False): conv_down_matmul, ("matmul", True): conv_up_matmul}
+
+
+class StrideTwoConv(nn.Module):
+  """A 4x4 stride-2 "SAME" convolution (``up=False``) or transposed convolution
+  (``up=True``), with nn.Conv's / nn.ConvTranspose's parameters (``kernel`` [4, 4, C, F],
+  ``bias``) and initialisers. ``impl="auto"`` computes it with XLA's convolutions on
+  accelerators and as matmuls over patches on a CPU, where XLA's convolution gradients
+  run at a few GFLOP/s (BUILD_NOTES.md); both give the same values."""
+  features: int
+  up: bool = False
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    impl = self.impl
+    if impl == "auto":
+      impl = "matmul" if jax.default_backend() == "cpu" else "xla"
+    return _CONVS[impl, self.up](x, kernel) + bias
+
+
 class ConvStack(nn.Module):
   """Four 4x4 stride-2 convolutions (64x64 -> 4x4), flatten, one dense layer."""
   filters: Sequence[int]
@@ -63,7 +143,7 @@ class ConvStack(nn.Module):
   def __call__(self, x):
     act = ACTIVATIONS[self.activation]
     for i, f in enumerate(self.filters):
-      x = nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", name=f"conv{i}")(x)
+      x = StrideTwoConv(f, name=f"conv{i}")(x)
       x = act(_norm(self.norm, f"norm{i}")(x))
     x = x.reshape(x.shape[0], -1)
     return act(nn.Dense(self.dense, name="dense")(x))
@@ -85,10 +165,9 @@ class DeconvStack(nn.Module):
     h = act(nn.Dense(4 * 4 * top, name="dense1")(h)).reshape(h.shape[0], 4, 4, top)
     ups = list(reversed(self.filters[:-1]))
     for i, f in enumerate(ups):
-      h = nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv{i}")(h)
+      h = StrideTwoConv(f, up=True, name=f"deconv{i}")(h)
       h = act(_norm(self.norm, f"norm{i}")(h))
-    return nn.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME",
-                            name=f"deconv{len(ups)}")(h)
+    return StrideTwoConv(self.out_channels, up=True, name=f"deconv{len(ups)}")(h)
 
 
 def branch(spec: ModalitySpec, activation: str, norm: str, name: str) -> nn.Module:

@@ -124,8 +124,39 @@ def test_celeba_conv_encoder_and_decoder_shapes():
   assert out.shape == (2, 64, 64, 3)
   attrs = model.generate(params, "attributes", jnp.zeros((2, 16)))
   assert attrs.shape == (2, 40) and np.all(np.abs(attrs) <= 1)
-  loss, terms = loss_fn(model, params, batch, jax.random.PRNGKey(1))
+  loss, terms = jax.jit(lambda p, b: loss_fn(model, p, b, jax.random.PRNGKey(1)))(params, batch)
   assert np.isfinite(loss) and terms["recon/image"].shape == ()
+
+
+@pytest.mark.parametrize("up", [False, True], ids=["conv", "conv_transpose"])
+def test_stride_two_convolutions_as_matmuls_match_flax(up):
+  import flax.linen as nn
+  from jmvae_jax import networks as N
+  layer = (nn.ConvTranspose if up else nn.Conv)(5, (4, 4), strides=(2, 2), padding="SAME")
+  ours = N.conv_up_matmul if up else N.conv_down_matmul
+  for h, w in [(8, 8), (9, 6)]:               # odd sizes pad unevenly
+    x = jax.random.normal(jax.random.key(h), (2, h, w, 3))
+    k = jax.random.normal(jax.random.key(w), (4, 4, 3, 5))
+    flax_out = lambda k, x: layer.apply({"params": {"kernel": k, "bias": jnp.zeros(5)}}, x)
+    want, got = jax.jit(flax_out)(k, x), jax.jit(ours)(x, k)
+    assert got.shape == want.shape == (2, h * 2 if up else -(-h // 2), w * 2 if up else -(-w // 2), 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda k, x: jnp.sum(jnp.sin(f(k, x)))
+    g_want = jax.jit(jax.grad(loss(flax_out), (0, 1)))(k, x)
+    g_got = jax.jit(jax.grad(loss(lambda k, x: ours(x, k)), (0, 1)))(k, x)
+    for a, b in zip(g_got, g_want):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The module: Flax's parameters (names, shapes, initial values); both forms agree.
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  params = N.StrideTwoConv(5, up=up, impl="matmul").init(jax.random.key(1), x)
+  flax_params = layer.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(flax_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(flax_params)):
+    np.testing.assert_array_equal(a, b)
+  outs = [N.StrideTwoConv(5, up=up, impl=i).apply(params, x) for i in ("xla", "matmul", "auto")]
+  np.testing.assert_allclose(outs[0], layer.apply(flax_params, x), rtol=1e-6, atol=1e-6)
+  for o in outs[1:]:
+    np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
 
 
 def expect_error(config, *fragments):
