@@ -59,6 +59,7 @@ import optax
 from jmvae_jax import distributions as D
 from jmvae_jax import parallel
 from jmvae_jax.errors import ConfigError, allowed, is_int
+from jmvae_jax.networks import conv_impl
 
 _TABLE_STREAM = 1 << 20   # rng stream of the log p(w) table; passes use 0 .. 2^M - 1
 
@@ -483,14 +484,14 @@ def per_example(model, params, batch, mask=None, *, k, prior_samples, chunk_size
 
 def _activation_floats(spec) -> int:
   """Floats a decoder of ``spec`` keeps per row: its hidden activations and output, and
-  for the convolution stack the largest patch matrix of its matmul form on a CPU
+  for the convolution stack where it runs as matmuls (a CPU), the largest patch matrix
   (networks.conv_up_matmul: (h + 1)^2 windows of 4 x channels for an h x h input)."""
   out = math.prod(spec.param_shape)
   if spec.network == "conv64":
     ups = tuple(reversed(spec.filters[:-1]))
     maps = sum((8 * 2 ** i) ** 2 * f for i, f in enumerate(ups))
     inputs = zip((4 * 2 ** i for i in range(len(ups) + 1)), (spec.filters[-1],) + ups)
-    patches = max((h + 1) ** 2 * 4 * c for h, c in inputs)
+    patches = max((h + 1) ** 2 * 4 * c for h, c in inputs) * (conv_impl() == "matmul")
     return spec.dense + 16 * spec.filters[-1] + maps + patches + out
   return sum(spec.decoder_hidden) + out
 
@@ -499,11 +500,11 @@ def suggest_chunk_size(model, plan: Plan, *, batch_size: int, k: int,
                        memory_budget_mb: float) -> int:
   """The chunk whose per-step activations (batch_size x chunk rows, each holding the
   decoders' activations and a few latent vectors in float32) fit the budget, evened
-  out so the chunks split k with the least padding. Per row an upper bound: XLA reuses
-  buffers (for the MNIST joint pass its own count is about half of this; for CelebA's
-  on a CPU, 1.8 MB a row against 1.7 estimated). Buffers that do not grow with the chunk
-  come on top: on a CPU, CelebA's transposed-convolution kernels rearranged for their
-  matmuls add about 10 MB."""
+  out so the chunks split k with the least padding. An estimate: for the MLPs an upper
+  bound (XLA reuses buffers: for the MNIST joint pass its own count is about half of
+  this); for CelebA on a CPU XLA counts 1.8 MB a row against 1.7 estimated. Buffers that
+  do not grow with the chunk come on top: on a CPU, CelebA's transposed-convolution
+  kernels rearranged for their matmuls add about 10 MB."""
   row = 0
   for p in plan.passes:
     names = {n for t in p.terms for n in t.targets}

@@ -129,14 +129,16 @@ class Model:
   def init(self, rng: jax.Array) -> dict:
     """Fresh parameters for every encoder and decoder of the spec.
 
-    Called on a concrete key, the initialisers run as one program compiled at XLA's
-    lowest backend optimisation: they run once, and optimising their hundreds of
+    Called on a concrete key, the initialisers run as one program, on a CPU compiled at
+    XLA's lowest backend optimisation: they run once, and optimising their hundreds of
     random-number loops took longer than running them (CelebA on a 2-core CPU: 6 s
-    instead of 15 s from call to parameters; BUILD_NOTES.md). Traced (under ``jit`` or
-    ``eval_shape``) they are part of the caller's program."""
-    if isinstance(rng, jax.core.Tracer):
+    instead of 15 s from call to parameters; BUILD_NOTES.md). The values differ from
+    an optimised program's in the last bit or so. A traced key (under ``jit``, ``vmap``
+    or ``eval_shape``) makes them part of the caller's program; a concrete key captured
+    inside a jitted function still compiles them on their own, as constants."""
+    if isinstance(rng, jax.core.Tracer) or jax.config.jax_disable_jit:
       return self._init(rng)
-    fast = {"xla_backend_optimization_level": 0}
+    fast = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
     return jax.jit(self._init).lower(rng).compile(compiler_options=fast)(rng)
 
   def _init(self, rng: jax.Array) -> dict:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmvae_jax import distributions as D
+from jmvae_jax.errors import allowed
 from jmvae_jax.modalities import ModalitySpec
 
 ACTIVATIONS = {
@@ -107,6 +108,19 @@ def conv_up_matmul(x, kernel):
 
 
 CONV_IMPLS = ("auto", "xla", "matmul")
+
+
+def conv_impl(impl: str = "auto") -> str:
+  """``impl`` with "auto" resolved: "matmul" where jax's default backend is a CPU, else
+  "xla". Decided when the model is traced, from the default backend, not from the
+  device a computation is later placed on."""
+  if impl not in CONV_IMPLS:
+    raise allowed("StrideTwoConv.impl", impl, CONV_IMPLS)
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
 _CONVS = {("xla", False): conv_down_xla, ("xla", True): conv_up_xla,
           ("matmul", False): conv_down_matmul, ("matmul", True): conv_up_matmul}
 
@@ -116,7 +130,8 @@ class StrideTwoConv(nn.Module):
   (``up=True``), with nn.Conv's / nn.ConvTranspose's parameters (``kernel`` [4, 4, C, F],
   ``bias``) and initialisers. ``impl="auto"`` computes it with XLA's convolutions on
   accelerators and as matmuls over patches on a CPU, where XLA's convolution gradients
-  run at a few GFLOP/s (BUILD_NOTES.md); both give the same values."""
+  run at a few GFLOP/s (BUILD_NOTES.md); both compute the same function of a
+  [batch, H, W, C] input, in the promoted dtype of input and parameters."""
   features: int
   up: bool = False
   impl: str = "auto"
@@ -126,10 +141,8 @@ class StrideTwoConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (4, 4, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    impl = self.impl
-    if impl == "auto":
-      impl = "matmul" if jax.default_backend() == "cpu" else "xla"
-    return _CONVS[impl, self.up](x, kernel) + bias
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=None)
+    return _CONVS[conv_impl(self.impl), self.up](x, kernel) + bias
 
 
 class ConvStack(nn.Module):

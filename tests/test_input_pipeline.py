@@ -707,11 +707,11 @@ def test_an_unknown_data_field_is_named_rather_than_ignored():
 def test_the_celeba_benchmarks_stand_in_is_a_valid_release(tmp_path):
   from benchmarks import celeba_pipeline
   d = str(tmp_path / "release")
-  kb = celeba_pipeline.write_release(d, 20)
+  mean_bytes = celeba_pipeline.write_release(d, 20)
   names, attrs, partition = ip._parse_celeba_lists(d)
   assert names == [f"{i:06d}.jpg" for i in range(1, 21)]
   assert set(np.unique(attrs)) == {-1, 1} and list(np.bincount(partition)) == [16, 2, 2]
   sizes = [os.path.getsize(os.path.join(d, "img_align_celeba", n)) for n in names]
-  assert abs(np.mean(sizes) - kb) < 1e-6
+  assert abs(np.mean(sizes) - mean_bytes) < 1e-6
   image = tf.io.decode_jpeg(open(os.path.join(d, "img_align_celeba", names[0]), "rb").read())
   assert image.shape == (218, 178, 3) and np.std(image.numpy()) > 10   # not a flat colour

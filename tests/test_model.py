@@ -61,6 +61,10 @@ def test_fast_compiled_init_matches_the_optimised_program_and_traces():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
   assert any(np.std(np.asarray(a)) > 0 for a in jax.tree.leaves(fast))
   shapes = jax.eval_shape(model.init, key)     # traced: part of the caller's program
+  with jax.disable_jit():
+    eager = model.init(key)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(optimised)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
   assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, fast)
 
 
@@ -134,7 +138,7 @@ def test_stride_two_convolutions_as_matmuls_match_flax(up):
   from jmvae_jax import networks as N
   layer = (nn.ConvTranspose if up else nn.Conv)(5, (4, 4), strides=(2, 2), padding="SAME")
   ours = N.conv_up_matmul if up else N.conv_down_matmul
-  for h, w in [(8, 8), (9, 6)]:               # odd sizes pad unevenly
+  for h, w in [(8, 8), (9, 6), (5, 7), (1, 3)]:    # odd sizes pad unevenly
     x = jax.random.normal(jax.random.key(h), (2, h, w, 3))
     k = jax.random.normal(jax.random.key(w), (4, 4, 3, 5))
     flax_out = lambda k, x: layer.apply({"params": {"kernel": k, "bias": jnp.zeros(5)}}, x)
@@ -157,6 +161,8 @@ def test_stride_two_convolutions_as_matmuls_match_flax(up):
   np.testing.assert_allclose(outs[0], layer.apply(flax_params, x), rtol=1e-6, atol=1e-6)
   for o in outs[1:]:
     np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match=r"StrideTwoConv.impl='fast' is not valid; allowed: 'auto'"):
+    N.StrideTwoConv(5, up=up, impl="fast").apply(params, x)
 
 
 def expect_error(config, *fragments):
