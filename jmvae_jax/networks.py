@@ -104,7 +104,10 @@ def conv_up_matmul(x, kernel):
   k = k.transpose(0, 1, 4, 2, 3, 5).reshape(4 * c, 4 * f)
   y = (patches @ k).reshape(b, h + 1, w + 1, 2, 2, f)
   rows = [jnp.stack([y[:, a:a + h, p:p + w, a, p] for p in range(2)], 3) for a in range(2)]
-  return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, f)       # [B, H, a, W, b, F]
+  phases = jnp.stack(rows, 2)                                  # [B, H, a, W, b, F]
+  # Under an explicit-sharding mesh, jax cannot infer the sharding of a reshape that
+  # merges middle axes: the output is split like the input (over its batch axis).
+  return jax.lax.reshape(phases, (b, 2 * h, 2 * w, f), out_sharding=jax.typeof(x).sharding)
 
 
 CONV_IMPLS = ("auto", "xla", "matmul")
