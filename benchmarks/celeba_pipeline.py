@@ -29,13 +29,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import command, machine  # noqa: E402
+from benchmarks.train_throughput import config_step  # noqa: E402
 from configs import celeba  # noqa: E402
-from jmvae_jax import builder, input_pipeline, train  # noqa: E402
+from jmvae_jax import input_pipeline  # noqa: E402
 from jmvae_jax.data_config import CELEBA_ATTRIBUTES  # noqa: E402
 
 FULL_RELEASE = 202_599   # images in img_align_celeba
@@ -69,16 +69,10 @@ def write_release(directory: str, n: int, seed: int = 0) -> float:
 
 def step_rate(batch_size: int, steps: int) -> float:
   """Images per second of configs/celeba.py's jitted train step (random data)."""
-  config = celeba.get_config()
-  model, loss_fn = builder.build(config)
-  optimizer = train.make_optimizer(config.optim)
-  state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.random((batch_size, 64, 64, 3)), jnp.float32),
-           "attributes": jnp.asarray(np.where(rng.random((batch_size, 40)) < 0.5, -1.0, 1.0),
-                                     jnp.float32)}
-  step = train.jit_train_step(model, loss_fn, optimizer)
-  inputs = (batch, jax.random.PRNGKey(1), jnp.float32(1.0))
+  batch = {"image": rng.random((batch_size, 64, 64, 3)).astype(np.float32),
+           "attributes": np.where(rng.random((batch_size, 40)) < 0.5, -1.0, 1.0).astype(np.float32)}
+  step, state, inputs = config_step(celeba.get_config(), batch)
   state, _ = step(state, *inputs)
   jax.block_until_ready(state)
   t = time.perf_counter()

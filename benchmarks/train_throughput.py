@@ -40,19 +40,23 @@ def step_flops_per_image(params) -> int:
   return forward + forward + (forward - data_layers)
 
 
-def mnist_step(batch_size: int, optimizer=None):
-  """The jitted train step of configs/mnist.py (its own optimiser unless one is
-  given), a fresh state, and the step's other inputs: a random binary batch, a key
-  and the KL weight."""
-  config = mnist.get_config()
+def config_step(config, batch: dict, optimizer=None):
+  """The jitted train step of ``config`` (its own optimiser unless one is given), a
+  fresh state, and the step's other inputs: ``batch``, a key and the KL weight."""
   model, loss_fn = builder.build(config)
   optimizer = optimizer or train.make_optimizer(config.optim)
   state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.random((batch_size, 28, 28, 1)) > 0.5, jnp.float32),
-           "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32)}
-  inputs = (batch, jax.random.PRNGKey(1), jnp.float32(1.0))
+  inputs = ({k: jnp.asarray(v) for k, v in batch.items()}, jax.random.PRNGKey(1),
+            jnp.float32(1.0))
   return train.jit_train_step(model, loss_fn, optimizer), state, inputs
+
+
+def mnist_step(batch_size: int, optimizer=None):
+  """``config_step`` of configs/mnist.py on a random binary batch."""
+  rng = np.random.default_rng(0)
+  batch = {"image": (rng.random((batch_size, 28, 28, 1)) > 0.5).astype(np.float32),
+           "label": rng.integers(0, 10, batch_size).astype(np.int32)}
+  return config_step(mnist.get_config(), batch, optimizer)
 
 
 def main():

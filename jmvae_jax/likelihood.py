@@ -490,8 +490,10 @@ def _activation_floats(spec) -> int:
   if spec.network == "conv64":
     ups = tuple(reversed(spec.filters[:-1]))
     maps = sum((8 * 2 ** i) ** 2 * f for i, f in enumerate(ups))
-    inputs = zip((4 * 2 ** i for i in range(len(ups) + 1)), (spec.filters[-1],) + ups)
-    patches = max((h + 1) ** 2 * 4 * c for h, c in inputs) * (conv_impl() == "matmul")
+    patches = 0
+    if conv_impl() == "matmul":
+      sides = (4 * 2 ** i for i in range(len(ups) + 1))       # each layer's input side
+      patches = max((h + 1) ** 2 * 4 * c for h, c in zip(sides, (spec.filters[-1],) + ups))
     return spec.dense + 16 * spec.filters[-1] + maps + patches + out
   return sum(spec.decoder_hidden) + out
 
