@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# pytest-xdist workers: most tests are single-threaded compiles, so two workers use both
+# cores of a 2-core machine (0 runs the suite in one process).
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo install clean
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 demo: $(STAMP)
 	$(PY) -m jmvae_jax.demo
