@@ -11,8 +11,12 @@ to the dependency graph of the compiled HLO. It prints
 - the critical path: the longest chain of dependent ops, at their traced durations;
 - the packing bound: the step time if every core were busy from the first op to the
   last, max(critical path, thread time / cores);
-- the measured step time (the best of 5 rounds), and both as fractions of the matmul
-  ceiling of train_throughput.py (the best of 5 measurements alternating with them).
+- the list schedule: the step time of a greedy schedule of the same ops on the same
+  cores (longest remaining path first) with no cost between ops: what an executor with
+  no overhead reaches, given how many ops are ready at each moment;
+- the measured step time (the best of 5 rounds), and each as a fraction of the matmul
+  ceiling of train_throughput.py (the best of 5 measurements alternating with them);
+- the hand-over per op at which the list schedule takes the measured time.
 ``--optimizer=sgd`` swaps the authors' clipped Adam for plain SGD, the cheapest
 update there is: what the forward and backward passes reach on their own.
 The gap between the measured step and the packing bound is time the cores spend
@@ -74,6 +78,48 @@ def critical_path(graph, duration) -> float:
   return max(finish.values())
 
 
+def list_schedule(graph, duration, cores: int, gap: float = 0.0) -> float:
+  """Length of a greedy list schedule of ``graph`` on ``cores`` workers: whenever a
+  worker is free it starts the ready op with the longest path to the end. Each traced op
+  costs ``gap`` more (a hand-over between ops); untraced ones (parameters, tuples,
+  bitcasts) cost nothing. With ``gap=0`` this is what an executor with no overhead
+  reaches with these ops and this dependency graph."""
+  users = collections.defaultdict(list)
+  for op, deps in graph.items():
+    for d in set(deps):
+      users[d].append(op)
+  cost = {op: duration[op] + gap if op in duration else 0.0 for op in graph}
+  level: dict[str, float] = {}
+  for op in reversed(list(graph)):
+    level[op] = cost[op] + max((level[u] for u in users[op]), default=0.0)
+  waiting = {op: len(set(deps)) for op, deps in graph.items()}
+  ready = {op: 0.0 for op, n in waiting.items() if n == 0}   # op: time its inputs exist
+  finish: dict[str, float] = {}
+  free = [0.0] * cores
+  while ready:
+    w = min(range(cores), key=free.__getitem__)
+    now = max(free[w], min(ready.values()))
+    op = max((o for o, t in ready.items() if t <= now), key=level.__getitem__)
+    del ready[op]
+    finish[op] = free[w] = now + cost[op]
+    for u in users[op]:
+      waiting[u] -= 1
+      if waiting[u] == 0:
+        ready[u] = max(finish[d] for d in graph[u])
+  return max(finish.values())
+
+
+def gap_to_match(graph, duration, cores: int, wall: float) -> float:
+  """The per-op hand-over (microseconds) at which ``list_schedule`` takes ``wall``."""
+  lo, hi = 0.0, 1000.0
+  if list_schedule(graph, duration, cores) >= wall:
+    return 0.0
+  for _ in range(30):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if list_schedule(graph, duration, cores, mid) < wall else (lo, mid)
+  return (lo + hi) / 2
+
+
 def optimiser_ops(graph) -> set[str]:
   """Ops that read the Adam moments, directly or through another such op."""
   marked: set[str] = set()
@@ -128,6 +174,8 @@ def main():
   cores = os.cpu_count() or 1
   bound = max(path, busy / cores)
   wall = min(walls)
+  scheduled = list_schedule(graph, duration, cores)
+  gap = gap_to_match(graph, duration, cores, wall)
   print("command:", command())
   print("machine:", json.dumps(machine()))
   warn_if_ceiling_moved([r / 1e9 for r in rates], "GFLOP/s")
@@ -136,10 +184,15 @@ def main():
   print(f"critical path {path / 1e3:.2f} ms; packing bound on {cores} cores {bound / 1e3:.2f} ms "
         f"({ceiling_us / bound:.3f} of the ceiling); measured step {wall / 1e3:.2f} ms "
         f"({ceiling_us / wall:.3f}); ceiling {ceiling_us / 1e3:.2f} ms")
+  print(f"list schedule of these ops on {cores} cores with no hand-over cost "
+        f"{scheduled / 1e3:.2f} ms ({ceiling_us / scheduled:.3f} of the ceiling); the measured "
+        f"step matches a hand-over of {gap:.1f} us per op")
   print(json.dumps({
       "ops_per_step": len(ops), "thread_ms": round(busy / 1e3, 3),
       **{f"{k}_thread_ms": round(v / 1e3, 3) for k, v in parts.items()},
       "critical_path_ms": round(path / 1e3, 3), "packing_bound_ms": round(bound / 1e3, 3),
+      "list_schedule_ms": round(scheduled / 1e3, 3), "handover_us_per_op": round(gap, 2),
+      "list_schedule_fraction_of_ceiling": round(ceiling_us / scheduled, 4),
       "measured_step_ms": round(wall / 1e3, 3), "ceiling_step_ms": round(ceiling_us / 1e3, 3),
       "bound_fraction_of_ceiling": round(ceiling_us / bound, 4),
       "measured_fraction_of_ceiling": round(ceiling_us / wall, 4),

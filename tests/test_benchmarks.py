@@ -31,6 +31,24 @@ def test_critical_path_and_optimiser_ops_on_a_known_graph():
   assert step_profile.optimiser_ops(graph) == {"state_opt_state_mu.1", "e", "f"}
 
 
+def test_list_schedule_on_known_graphs():
+  graph = {"state_opt_state_mu.1": [], "a": [], "b": ["a"], "c": ["a"],
+           "d": ["b", "c"], "e": ["d", "state_opt_state_mu.1"], "f": ["e"], "g": ["c"]}
+  duration = {"a": 1.0, "b": 5.0, "c": 2.0, "d": 1.0, "e": 3.0, "f": 0.5, "g": 9.0}
+  # Two cores suffice for the critical path (a, c, g): by hand, a 0-1, c 1-3 beside b 1-6,
+  # g 3-12, d 6-7, e 7-10, f 10-10.5; on one core the ops run back to back.
+  assert step_profile.list_schedule(graph, duration, cores=2) == 12.0
+  assert step_profile.list_schedule(graph, duration, cores=1) == sum(duration.values())
+  # Three independent ops of 2 and their join of 1 on two cores: 2 + 2 + 1; with a
+  # hand-over of 1 per op: 3 + 3 + 2; and the gap that gives 8 is that hand-over.
+  wide = {"x": [], "y": [], "z": [], "w": ["x", "y", "z", "x"]}
+  cost = {"x": 2.0, "y": 2.0, "z": 2.0, "w": 1.0}
+  assert step_profile.list_schedule(wide, cost, cores=2) == 5.0
+  assert step_profile.list_schedule(wide, cost, cores=2, gap=1.0) == 8.0
+  assert abs(step_profile.gap_to_match(wide, cost, 2, 8.0) - 1.0) < 1e-6
+  assert step_profile.gap_to_match(wide, cost, 2, 4.0) == 0.0
+
+
 def test_entry_graph_reads_compiled_hlo():
   def f(a, b):
     return jnp.tanh(a @ b) @ b + jnp.sum(a)
