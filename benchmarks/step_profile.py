@@ -83,7 +83,8 @@ def list_schedule(graph, duration, cores: int, gap: float = 0.0) -> float:
   worker is free it starts the ready op with the longest path to the end. Each traced op
   costs ``gap`` more (a hand-over between ops); untraced ones (parameters, tuples,
   bitcasts) cost nothing. With ``gap=0`` this is what an executor with no overhead
-  reaches with these ops and this dependency graph."""
+  reaches with these ops and this dependency graph. ``graph`` lists operands before
+  their users, as ``entry_graph`` does."""
   users = collections.defaultdict(list)
   for op, deps in graph.items():
     for d in set(deps):
@@ -110,11 +111,15 @@ def list_schedule(graph, duration, cores: int, gap: float = 0.0) -> float:
 
 
 def gap_to_match(graph, duration, cores: int, wall: float) -> float:
-  """The per-op hand-over (microseconds) at which ``list_schedule`` takes ``wall``."""
-  lo, hi = 0.0, 1000.0
+  """The per-op hand-over (microseconds) at which ``list_schedule`` takes ``wall``, by
+  bisection: that assumes the schedule lengthens as the gap grows, which greedy list
+  scheduling does not guarantee but which holds when every op pays the same gap."""
   if list_schedule(graph, duration, cores) >= wall:
     return 0.0
-  for _ in range(30):
+  lo, hi = 0.0, 1.0
+  while list_schedule(graph, duration, cores, hi) < wall:
+    lo, hi = hi, 2 * hi
+  for _ in range(40):
     mid = (lo + hi) / 2
     lo, hi = (mid, hi) if list_schedule(graph, duration, cores, mid) < wall else (lo, mid)
   return (lo + hi) / 2

@@ -4,13 +4,15 @@
 
    Two threads pass a turn back and forth 20,000 times, first through a mutex and a
    condition variable (the waiting thread sleeps in the kernel, as an idle worker of a
-   thread pool does), then through a spinning atomic flag (the waiting thread never
-   sleeps). It prints the one-way latency of each in microseconds. step_profile.py
-   reports the per-op hand-over that explains XLA:CPU's measured step; this is the floor
-   that a sleeping worker's wake-up puts under it. */
+   thread pool does, and takes the mutex again on waking), then through a spinning
+   atomic flag (the waiting thread never sleeps). It prints the one-way latency of each
+   in microseconds. step_profile.py reports the per-op cost that explains XLA:CPU's
+   measured step; waking a sleeping worker is one part of it. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #define ROUNDS 20000
@@ -26,6 +28,20 @@ static double seconds(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* Spins until the flag holds `value`; yields the core now and then, so that on a single
+   core (taskset) the other thread still gets to run. */
+static void spin_until(int value) {
+  for (long spins = 1; atomic_load(&spin_turn) != value; spins++)
+    if (spins % 100000 == 0) sched_yield();
+}
+
+static void start_peer(pthread_t *peer, void *(*body)(void *)) {
+  if (pthread_create(peer, NULL, body, NULL) != 0) {
+    perror("pthread_create");
+    exit(1);
+  }
+}
+
 static void *sleeping_peer(void *unused) {
   for (int i = 0; i < ROUNDS; i++) {
     pthread_mutex_lock(&mutex);
@@ -39,7 +55,7 @@ static void *sleeping_peer(void *unused) {
 
 static void *spinning_peer(void *unused) {
   for (int i = 0; i < ROUNDS; i++) {
-    while (atomic_load(&spin_turn) != 1) {}
+    spin_until(1);
     atomic_store(&spin_turn, 0);
   }
   return unused;
@@ -47,7 +63,7 @@ static void *spinning_peer(void *unused) {
 
 int main(void) {
   pthread_t peer;
-  pthread_create(&peer, NULL, sleeping_peer, NULL);
+  start_peer(&peer, sleeping_peer);
   double start = seconds();
   for (int i = 0; i < ROUNDS; i++) {
     pthread_mutex_lock(&mutex);
@@ -59,11 +75,11 @@ int main(void) {
   double sleeping = (seconds() - start) / ROUNDS / 2 * 1e6;
   pthread_join(peer, NULL);
 
-  pthread_create(&peer, NULL, spinning_peer, NULL);
+  start_peer(&peer, spinning_peer);
   start = seconds();
   for (int i = 0; i < ROUNDS; i++) {
     atomic_store(&spin_turn, 1);
-    while (atomic_load(&spin_turn) != 0) {}
+    spin_until(0);
   }
   double spinning = (seconds() - start) / ROUNDS / 2 * 1e6;
   pthread_join(peer, NULL);

@@ -136,10 +136,14 @@ print("devices", jax.device_count())
 """
 
 
-def run_script(tmp_path, name, devices=1, every=20, extra="", wait=True):
+def run_script(tmp_path, name, devices=1, every=20, extra="", wait=True, cache=True):
+  """Runs RUN in a subprocess; ``cache=False`` keeps it off the suite's compilation
+  cache (tests/conftest.py), so that it compiles every program afresh."""
   script = RUN.format(root=ROOT, data=str(tmp_path / "data"), workdir=str(tmp_path / name),
                       out=str(tmp_path / f"{name}.npz"), every=every, extra=extra)
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  if not cache:
+    env.pop("JAX_COMPILATION_CACHE_DIR")
   cmd = [sys.executable, "-c", script]
   if not wait:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -173,7 +177,9 @@ def test_one_device_and_four_simulated_devices_give_the_same_parameters(straight
 @pytest.mark.xdist_group("straight")
 def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(straight):
   tmp_path, reference = straight
-  proc = run_script(tmp_path, "killed", every=4, wait=False)
+  # Both halves compile afresh, off the cache that holds the uninterrupted run's
+  # programs: the comparison is of independent compilations, as for a user with no cache.
+  proc = run_script(tmp_path, "killed", every=4, wait=False, cache=False)
   ckpts = tmp_path / "killed" / "checkpoints"
   deadline = time.time() + 240
   while time.time() < deadline:
@@ -185,7 +191,7 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(straight):
   proc.wait()
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
   assert steps and steps[-1] < 20, f"the run finished before it was killed: {steps}"
-  resumed = run_script(tmp_path, "killed", every=4)
+  resumed = run_script(tmp_path, "killed", every=4, cache=False)
   for a, b in zip(reference, resumed):
     np.testing.assert_array_equal(a, b)
   # metrics.jsonl: what the killed run logged after its last checkpoint is not repeated,
