@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # pytest-xdist workers: most tests are single-threaded compiles, so two workers use both
-# cores of a 2-core machine (0 runs the suite in one process).
+# cores of a 2-core machine (0 runs the suite in one process). Each test file goes to one
+# worker (loadfile), so a file's shared fixtures (a trained run, a reference run) are
+# made once.
 TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m jmvae_jax.demo

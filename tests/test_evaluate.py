@@ -11,6 +11,7 @@ from tests.test_train import tiny_config
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+  """A tiny run trained for one epoch, shared by the tests below."""
   root = tmp_path_factory.mktemp("eval")
   config = tiny_config(root / "data", epochs=1)
   train.train_and_evaluate(config, str(root / "run"))

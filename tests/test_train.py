@@ -155,17 +155,16 @@ def run_script(tmp_path, name, devices=1, every=20, extra="", wait=True, cache=T
                                key=lambda kv: int(kv[0].split("_")[1]))]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def straight(tmp_path_factory):
   """One uninterrupted one-device run (a checkpoint every 4 steps), shared by the tests
   below: (its directory, holding the data and the workdir "straight"; its parameters).
-  Session-scoped and with the tests in one xdist group, so that it runs once even when
-  pytest-xdist's worker interleaves those tests with other modules' tests."""
+  `make test` gives each test file to one pytest-xdist worker (--dist loadfile), so it
+  is made once."""
   base = tmp_path_factory.mktemp("reference")
   return base, run_script(base, "straight", every=4)
 
 
-@pytest.mark.xdist_group("straight")
 def test_one_device_and_four_simulated_devices_give_the_same_parameters(straight):
   base, one = straight
   four = run_script(base, "four", devices=4)
@@ -174,7 +173,6 @@ def test_one_device_and_four_simulated_devices_give_the_same_parameters(straight
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.xdist_group("straight")
 def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(straight):
   tmp_path, reference = straight
   # Both halves compile afresh, off the cache that holds the uninterrupted run's
@@ -240,7 +238,6 @@ print("processes", jax.process_count(), "devices", jax.device_count())
 """
 
 
-@pytest.mark.xdist_group("straight")
 def test_two_processes_through_jax_distributed_match_one_process(straight):
   import socket
   with socket.socket() as s:
