@@ -41,14 +41,16 @@ def step_flops_per_image(params) -> int:
 
 
 def config_step(config, batch: dict, optimizer=None):
-  """The jitted train step of ``config`` (its own optimiser unless one is given), a
-  fresh state, and the step's other inputs: ``batch``, a key and the KL weight."""
+  """The jitted train step of ``config`` (its own optimiser unless one is given, its
+  matmul precision), a fresh state, and the step's other inputs: ``batch``, a key and
+  the KL weight."""
   model, loss_fn = builder.build(config)
   optimizer = optimizer or train.make_optimizer(config.optim)
   state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
   inputs = ({k: jnp.asarray(v) for k, v in batch.items()}, jax.random.PRNGKey(1),
             jnp.float32(1.0))
-  return train.jit_train_step(model, loss_fn, optimizer), state, inputs
+  step = train.jit_train_step(model, loss_fn, optimizer, config.train.matmul_precision)
+  return step, state, inputs
 
 
 def mnist_step(batch_size: int, optimizer=None):

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 
 from jmvae_jax import optim
-from jmvae_jax.errors import ConfigError
+from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.likelihood import MATMUL_PRECISIONS
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -63,10 +64,12 @@ def train_step(state: TrainState, batch, rng, kl_weight, *, model, loss_fn, opti
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
 
 
-def jit_train_step(model, loss_fn, optimizer):
-  """The step with static parts bound, compiled once, state donated."""
+def jit_train_step(model, loss_fn, optimizer, matmul_precision: str = "highest"):
+  """The step with static parts bound, compiled once, state donated; every matmul
+  traced at ``matmul_precision`` (jax's ``default_matmul_precision``: "highest" keeps
+  float32 products where a GPU would use TF32; a CPU computes the same either way)."""
   step = functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer)
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(jax.default_matmul_precision(matmul_precision)(step), donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------
@@ -107,6 +110,9 @@ def check_train_config(train_cfg) -> None:
     value = train_cfg.get(field, 0)
     if not isinstance(value, int) or value < 0:
       raise ConfigError(f"config.train.{field}={value!r} must be an int >= 0 (0: off)")
+  if train_cfg.get("matmul_precision", "highest") not in MATMUL_PRECISIONS:
+    raise allowed("config.train.matmul_precision", train_cfg.matmul_precision,
+                  MATMUL_PRECISIONS)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -222,7 +228,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
             flush=True)
     _, step_rng, eval_rng = jax.random.split(rng, 3)
     start = int(state.step)
-    eval_fn = jax.jit(functools.partial(eval_step, model=model, loss_fn=loss_fn))
+    precision = config.train.get("matmul_precision", "highest")
+    eval_fn = jax.jit(jax.default_matmul_precision(precision)(
+        functools.partial(eval_step, model=model, loss_fn=loss_fn)))
     if start >= total:   # nothing to train: the test bound, and the workdir left as it is
       print(f"the run in {workdir} is complete ({start} steps, this config asks for "
             f"{total}); raise config.train.epochs to train it further", flush=True)
@@ -241,7 +249,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       lock.close()
     raise
 
-  step_fn = jit_train_step(model, loss_fn, optimizer)
+  step_fn = jit_train_step(model, loss_fn, optimizer, precision)
   saved_rng = [int(v) for v in jax.device_get(rng)]   # the base key, in every checkpoint
   writer = writers.Writer(workdir, resumed_at=start)
   progress = writers.Progress(start, total)

@@ -30,12 +30,18 @@ def restore_params(config, workdir):
   return state, meta
 
 
-def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path):
+def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path,
+                                                                           monkeypatch):
   workdir = tmp_path / "run"
+  precisions, real = [], train.jit_train_step
+  monkeypatch.setattr(train, "jit_train_step",
+                      lambda *a: precisions.append(a[3]) or real(*a))
   out = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), str(workdir))
   assert out["step"] == 10
-  out2 = train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=3), str(workdir))
-  assert out2["step"] == 30
+  # The resumed half at another matmul precision: a free field, passed to the step.
+  resumed = tiny_config(tmp_path / "data", epochs=3, matmul_precision="default")
+  out2 = train.train_and_evaluate(resumed, str(workdir))
+  assert out2["step"] == 30 and precisions == ["highest", "default"]
   state, meta = restore_params(tiny_config(tmp_path / "data", epochs=3), workdir)
   seed_key = [int(v) for v in jax.random.PRNGKey(0)]   # config.seed = 0
   assert int(state.step) == 30 and meta == {"epoch": 3, "batch_in_epoch": 0, "batch_size": 40,
@@ -58,6 +64,27 @@ def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp
   out3 = train.train_and_evaluate(again, str(workdir))
   assert out3["step"] == 30 and out3["test"]["elbo"] == pytest.approx(test[-1]["test/elbo"])
   assert _mtimes(workdir) == before
+
+
+def test_the_step_traces_every_matmul_at_the_requested_precision(tmp_path):
+  """jit_train_step's matmuls, forward and backward, carry the precision asked for:
+  "highest" (float32 products on a GPU, the default) or none ("default": TF32 there)."""
+  from jmvae_jax import builder
+  c = tiny_config(tmp_path / "data")
+  model, loss_fn = builder.build(c)
+  optimizer = train.make_optimizer(c.optim)
+  state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
+  batch = {"image": np.zeros((4,) + tuple(c.model.modalities.image.shape), np.float32),
+           "attributes": np.zeros((4,) + tuple(c.model.modalities.attributes.shape),
+                                  np.float32)}
+  dots = {}
+  for precision in ("highest", "default"):
+    step = train.jit_train_step(model, loss_fn, optimizer, precision)
+    text = step.lower(state, batch, jax.random.PRNGKey(1), 1.0).as_text()
+    lines = [l for l in text.splitlines() if "stablehlo.dot_general" in l]
+    dots[precision] = (len(lines), sum("precision = [HIGHEST, HIGHEST]" in l for l in lines))
+  n = dots["highest"][0]
+  assert n >= 12 and dots == {"highest": (n, n), "default": (n, 0)}, dots
 
 
 def _mtimes(workdir):
@@ -108,6 +135,10 @@ def test_a_workdir_in_use_by_another_run_is_refused(tmp_path):
 def test_bad_train_fields_fail_before_anything_runs(tmp_path):
   c = tiny_config(tmp_path / "data", batch_size=0)
   with pytest.raises(ConfigError, match=r"config.train.batch_size=0 must be an int > 0"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  c = tiny_config(tmp_path / "data", matmul_precision="tf32")
+  with pytest.raises(ConfigError, match=r"config.train.matmul_precision='tf32' is not valid; "
+                                        r"allowed: 'highest', 'high', 'default'"):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   c = tiny_config(tmp_path / "data", epochs=1)
   c.data.source = "tfds"
