@@ -26,35 +26,33 @@ def grid(tiles: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
   return out
 
 
-def strip(values: np.ndarray, width: int, height: int = 6, truth: np.ndarray | None = None):
-  """One row of cells per example: a categorical distribution (grey levels, the
-  true class outlined in blue) or +-1 attributes (green +, red -; a wrong sign
-  against ``truth`` is marked by a black top half)."""
+def strip(values: np.ndarray, width: int, categorical: bool, height: int = 6,
+          truth: np.ndarray | None = None):
+  """One row of cells per example: a categorical distribution (grey levels; ``truth``,
+  class indices, outlined in blue) or attributes signed about 0 (green +, red -;
+  a sign that differs from ``truth``'s is marked by a black top half)."""
   values = np.asarray(values, np.float32)
   n, k = values.shape
   cell = max(1, width // k)
   out = np.ones((n, height, width, 3), np.float32)
-  signed = np.any(values < 0)
   for j in range(k):
     sl = slice(j * cell, (j + 1) * cell - (1 if cell > 2 else 0))
-    if signed:
+    if categorical:
+      out[:, :, sl] = (1.0 - values[:, j])[:, None, None, None]
+      if truth is not None:
+        out[truth == j, -2:, sl] = [0.1, 0.2, 0.9]
+    else:
       pos = values[:, j] >= 0
       out[:, :, sl] = np.where(pos[:, None, None, None], [0.1, 0.7, 0.1], [0.8, 0.1, 0.1])
       if truth is not None:
-        wrong = (truth[:, j] >= 0) != pos
-        out[wrong, : height // 2, sl] = 0.0
-    else:
-      out[:, :, sl] = (1.0 - values[:, j])[:, None, None, None]
-      if truth is not None:
-        hit = truth == j
-        out[hit, -2:, sl] = [0.1, 0.2, 0.9]
+        out[(truth[:, j] >= 0) != pos, : height // 2, sl] = 0.0
   return out
 
 
-def with_strips(images, values, truth=None) -> np.ndarray:
+def with_strips(images, values, categorical: bool, truth=None) -> np.ndarray:
   """Images with their label / attribute strip underneath."""
   rgb = to_rgb(images)
-  return np.concatenate([rgb, strip(values, rgb.shape[2], truth=truth)], axis=1)
+  return np.concatenate([rgb, strip(values, rgb.shape[2], categorical, truth=truth)], axis=1)
 
 
 def write_png(path: str, image: np.ndarray, scale: int = 2) -> str:
@@ -97,16 +95,25 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
     w_spec = spec.modality(w)
     if w_spec.likelihood != "categorical" and len(w_spec.shape) != 1:
       continue
-    w_vals = batch[w]
-    shown = np.eye(w_spec.shape[0])[w_vals] if w_vals.ndim == 1 else w_vals   # labels: one-hot
+    # The kind of strip follows the modality, never the values drawn: labels (indices
+    # or one-hot) as distributions; attributes by their sign about the middle of their
+    # range, 1/2 for Bernoulli ones in [0, 1], else 0 (+-1, the authors' CelebA coding).
+    categorical = w_spec.likelihood == "categorical"
+    centre = 0.0 if categorical or w_spec.likelihood != "bernoulli" else 0.5
+    truth = np.asarray(batch[w])
+    if categorical:
+      truth = truth if truth.ndim == 1 else np.argmax(truth, -1)
+      shown = np.eye(w_spec.shape[0])[truth]
+    else:
+      truth = shown = truth.astype(np.float32) - centre
     try:
       pred = np.asarray(model.translate(params, next(keys), {x: batch[x]}, w, sample_z=False))
-      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred, w_vals), cols)
+      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred - centre, categorical, truth), cols)
     except ConfigError:
       pass
     try:
       gen = np.asarray(model.translate(params, next(keys), {w: batch[w]}, x, sample_z=False))
-      out[f"{w}_to_{x}"] = grid(with_strips(gen, shown), cols)
+      out[f"{w}_to_{x}"] = grid(with_strips(gen, shown, categorical), cols)
     except ConfigError:
       pass
   return out

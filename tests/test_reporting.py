@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import mnist
+from configs import mnist, shapes
 from jmvae_jax import ConfigError, builder, figures, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +36,47 @@ def test_figures_draw_what_each_objective_can_generate(objective, expected):
   if objective == "vae":
     with pytest.raises(ConfigError, match=r"no decoder for 'label'"):
       model.translate(params, jax.random.PRNGKey(2), {"image": batch["image"]}, "label")
+
+
+GREEN, RED, BLACK, WHITE, BLUE = [0.1, 0.7, 0.1], [0.8, 0.1, 0.1], [0, 0, 0], [1, 1, 1], [0.1, 0.2, 0.9]
+
+
+def test_strips_are_drawn_by_the_modality_not_by_the_values():
+  """Attribute strips: green +, red -, a black top half where the sign is wrong, even
+  when no value drawn is negative; label strips: grey 1 - p, the true class in blue."""
+  s = figures.strip(np.full((2, 3), 0.4), 30, categorical=False,
+                    truth=np.array([[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0]]))
+  assert s.shape == (2, 6, 30, 3)   # cells of 10 pixels, the last column of each blank
+  for i, wrong in enumerate([(False, True, False), (True, True, False)]):
+    for j, w in enumerate(wrong):
+      np.testing.assert_allclose(s[i, 0, 10 * j], BLACK if w else GREEN)
+      np.testing.assert_allclose(s[i, 5, 10 * j + 8], GREEN)
+      np.testing.assert_allclose(s[i, :, 10 * j + 9], np.ones((6, 3)))
+  s = figures.strip(np.array([[0.2, -0.5]]), 4, categorical=False)
+  np.testing.assert_allclose(s[0, 0, :, :], [GREEN, GREEN, RED, RED])   # no truth: no marks
+  s = figures.strip(np.array([[0.7, 0.2, 0.1]]), 30, categorical=True, truth=np.array([1]))
+  np.testing.assert_allclose(s[0, 0, [0, 10, 20]], [[0.3] * 3, [0.8] * 3, [0.9] * 3])
+  np.testing.assert_allclose(s[0, 5, [0, 10, 20]], [[0.3] * 3, BLUE, [0.9] * 3])
+
+
+def test_figures_of_bernoulli_attributes_mark_signs_about_one_half():
+  """Attributes in {0, 1} (a Bernoulli modality) never hold a negative value; their
+  strips are signed about 1/2, the truth's as well."""
+  c = shapes.get_config("smoke")
+  c.model.modalities.attributes = dict(likelihood="bernoulli", shape=(7,), hidden=(16,),
+                                       decoder_hidden=(16,))
+  model, _ = builder.build(c)
+  params = model.init(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  attrs = (rng.random((4, 7)) > 0.5).astype(np.float32)
+  batch = {"image": (rng.random((4, 32, 32, 3)) > 0.5).astype(np.float32), "attributes": attrs}
+  out = figures.model_figures(model, params, batch, jax.random.PRNGKey(1))
+  assert {"image_to_attributes", "attributes_to_image"} <= set(out)
+  # attributes -> image: the strip under the first tile shows the first example's truth
+  cell = 32 // 7
+  strip_rows = out["attributes_to_image"][2 + 32: 2 + 38, 2: 2 + 32]
+  for j in range(7):
+    np.testing.assert_allclose(strip_rows[3, cell * j], GREEN if attrs[0, j] else RED)
 
 
 def test_eta_uses_the_mean_rate_since_the_first_report(monkeypatch):
