@@ -42,12 +42,14 @@ def _config_flag_error(e: Exception, argv) -> str:
   """One line for a --config / --config.FIELD that could not be used."""
   if isinstance(e, SyntaxError):
     return f"--config: {e.filename} is not a Python config file ({e.msg}, line {e.lineno})"
-  text = " ".join(str(e).replace("\\n", " ").split())
-  if isinstance(e, AttributeError):   # ml_collections: no such field (with a suggestion)
-    m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+  # A KeyError's str() is the repr of its message: its first argument is the text.
+  raw = e.args[0] if isinstance(e, KeyError) and e.args else e
+  text = " ".join(str(raw).replace("\\n", " ").split())
+  if isinstance(e, (AttributeError, KeyError)):   # ml_collections: no such field (a section
+    m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)   # raises KeyError)
     name = m.group(2) if m else re.findall(r"\w+", text)[0]
     flag = next((a.split("=")[0] for a in argv if a.startswith("--config.") and
-                 a.split("=")[0].endswith("." + name)), f"--config.{name}")
+                 re.search(rf"\.{name}(\.|$)", a.split("=")[0])), f"--config.{name}")
     return f"{flag}: no such config field" + (f"; did you mean {m.group(1)!r}?" if m else "")
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:

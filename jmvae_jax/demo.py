@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from jmvae_jax import input_pipeline, likelihood, parallel, train
+from jmvae_jax.errors import ConfigError
 
 
 def main(argv=None):
@@ -23,10 +25,14 @@ def main(argv=None):
   from absl import logging
   logging.set_verbosity(logging.ERROR)   # tfds and Orbax narrate every file at INFO/WARNING
   config = shapes.get_config()
-  if args.epochs:
+  if args.epochs is not None:
     config.train.epochs = args.epochs
   t0 = time.time()
-  out = train.train_and_evaluate(config, args.workdir)
+  try:
+    out = train.train_and_evaluate(config, args.workdir)
+  except ConfigError as e:   # bad input: one line, as from launch.py
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   model, _, state, _ = train.load_trained(config, args.workdir)
   data = input_pipeline.load(config.data, config.seed)
   bs = parallel.check_batch_size(config.train.batch_size)

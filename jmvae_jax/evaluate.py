@@ -50,7 +50,8 @@ def coherence_classifier(model, data, workdir: str, target: str, seed: int):
     arrays = _train_arrays(data, (model.spec.x, target), CLASSIFIER_EXAMPLES, 128)
     layers = likelihood.train_classifier(model.spec.modality(model.spec.x),
                                          model.spec.modality(target), arrays[model.spec.x],
-                                         arrays[target], epochs=3, seed=seed)
+                                         arrays[target], epochs=3, seed=seed,
+                                         batch_size=min(128, len(arrays[target])))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     flat = {}
     for i, layer in enumerate(layers):
@@ -59,6 +60,18 @@ def coherence_classifier(model, data, workdir: str, target: str, seed: int):
   parallel.barrier(f"classifier {path}")
   with np.load(path) as f:
     return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(len(f.files) // 2)]
+
+
+def generates_x_from_w(model, params, batch) -> bool:
+  """Whether ``model`` can generate x from its w modalities (traced on one example of
+  ``batch``, not run): a VAE cannot, so no classifier is trained for its coherence."""
+  cond = {n: np.asarray(batch[n])[:1] for n in model.spec.w}
+  try:
+    jax.eval_shape(lambda p, c: model.translate(p, jax.random.PRNGKey(0), c, model.spec.x),
+                   params, cond)
+  except ConfigError:
+    return False
+  return True
 
 
 def _every(seconds: float, log):
@@ -97,16 +110,14 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   result["round_trip_accuracy"] = likelihood.round_trip_accuracy(
       model, params, data.test_batches(batch_size))
   result["coherence"] = {}
-  for target in model.spec.w:
+  first, _ = next(iter(data.test_batches(1)))
+  for target in model.spec.w if generates_x_from_w(model, params, first) else ():
     if model.spec.modality(target).likelihood == "categorical" or \
         len(model.spec.modality(target).shape) == 1:
-      try:
-        clf = coherence_classifier(model, data, workdir, target, opts["seed"])
-        result["coherence"][target] = likelihood.coherence(
-            model, params, clf, data.test_batches(batch_size), target=target,
-            seed=opts["seed"])
-      except ConfigError:   # the model cannot generate x from this w
-        pass
+      clf = coherence_classifier(model, data, workdir, target, opts["seed"])
+      result["coherence"][target] = likelihood.coherence(
+          model, params, clf, data.test_batches(batch_size), target=target,
+          seed=opts["seed"])
   result["total_seconds"] = time.time() - t0
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "evaluation.json"), "w") as f:

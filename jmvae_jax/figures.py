@@ -6,6 +6,8 @@ cells under its image (brightness = probability, or green/red for +-1).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -78,7 +80,7 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
   n = min(n, len(next(iter(batch.values()))))
   batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
   cols = int(np.ceil(np.sqrt(n)))
-  keys = iter(jax.random.split(rng, 4))
+  keys = (jax.random.fold_in(rng, i) for i in itertools.count())   # as many as figures
   out = {}
   mean = lambda name, z, c=None: np.asarray(model.generate(params, name, z, c))
   z = jax.random.normal(next(keys), (n, spec.latent_dim))
@@ -96,10 +98,10 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
     if w_spec.likelihood != "categorical" and len(w_spec.shape) != 1:
       continue
     # The kind of strip follows the modality, never the values drawn: labels (indices
-    # or one-hot) as distributions; attributes by their sign about the middle of their
-    # range, 1/2 for Bernoulli ones in [0, 1], else 0 (+-1, the authors' CelebA coding).
+    # or one-hot) as distributions; attributes by their side of the modality's
+    # binary_threshold (1/2 for a {0, 1} coding, 0 for +-1).
     categorical = w_spec.likelihood == "categorical"
-    centre = 0.0 if categorical or w_spec.likelihood != "bernoulli" else 0.5
+    centre = 0.0 if categorical else w_spec.binary_threshold
     truth = np.asarray(batch[w])
     if categorical:
       truth = truth if truth.ndim == 1 else np.argmax(truth, -1)
@@ -112,7 +114,9 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
     except ConfigError:
       pass
     try:
-      gen = np.asarray(model.translate(params, next(keys), {w: batch[w]}, x, sample_z=False))
+      # A decoder conditioned on w (CVAE) gets every modality it is conditioned on.
+      given = {c: batch[c] for c in conditions} if w in conditions else {w: batch[w]}
+      gen = np.asarray(model.translate(params, next(keys), given, x, sample_z=False))
       out[f"{w}_to_{x}"] = grid(with_strips(gen, shown, categorical), cols)
     except ConfigError:
       pass

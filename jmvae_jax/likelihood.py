@@ -715,15 +715,12 @@ def markdown_table(result) -> str:
 
 def agreement(spec, pred, true) -> jax.Array:
   """Per-example agreement of a prediction in w's data space with the truth ``true``:
-  categorical (probabilities): argmax equals the label; gaussian (e.g. +-1 attributes):
-  signs agree, averaged; bernoulli: both sides of 1/2 agree, averaged."""
+  categorical (probabilities): argmax equals the label; attributes: both on the same
+  side of the modality's ``binary_threshold`` (0 for +-1, 1/2 for {0, 1}), averaged."""
   if spec.likelihood == "categorical":
     label = true if jnp.issubdtype(true.dtype, jnp.integer) else jnp.argmax(true, axis=-1)
     return (jnp.argmax(pred, axis=-1) == label).astype(jnp.float32)
-  if spec.likelihood == "gaussian":
-    same = (pred > 0) == (true > 0)
-  else:
-    same = (pred > 0.5) == (true > 0.5)
+  same = (pred > spec.binary_threshold) == (true > spec.binary_threshold)
   return jnp.mean(same.astype(jnp.float32), axis=tuple(range(1, pred.ndim)))
 
 
@@ -813,18 +810,18 @@ def _classifier_loss(w_spec, layers, x, w):
   logits = _mlp_apply(layers, x)
   if w_spec.likelihood == "categorical":
     return -jnp.mean(D.categorical_log_prob(logits, w))
-  target = (w > 0) if w_spec.likelihood == "gaussian" else w
-  target = target.reshape(target.shape[0], -1).astype(jnp.float32)
+  target = (w > w_spec.binary_threshold).reshape(w.shape[0], -1).astype(jnp.float32)
   return -jnp.mean(D.bernoulli_log_prob(logits, target, 1))
 
 
 def classify(w_spec, clf_params, x) -> jax.Array:
   """The classifier's prediction in w's data space: class probabilities (categorical),
-  values in (-1, 1) (gaussian, sign = the attribute) or in (0, 1) (bernoulli)."""
+  else attributes in (0, 1) or in (-1, 1) (sign = the attribute), by the modality's
+  ``binary_threshold``."""
   logits = _mlp_apply(clf_params, x)
   if w_spec.likelihood == "categorical":
     return jax.nn.softmax(logits, axis=-1)
-  out = jnp.tanh(0.5 * logits) if w_spec.likelihood == "gaussian" else jax.nn.sigmoid(logits)
+  out = jax.nn.sigmoid(logits) if w_spec.binary_threshold else jnp.tanh(0.5 * logits)
   return out.reshape((x.shape[0],) + w_spec.shape)
 
 

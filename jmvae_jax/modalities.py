@@ -50,6 +50,13 @@ class ModalitySpec:
     return LIKELIHOODS[self.likelihood]
 
   @property
+  def binary_threshold(self) -> float:
+    """Where a binary attribute coded in this modality's data space flips: 1/2 for a
+    {0, 1} coding (Bernoulli, or a Gaussian whose mean goes through a sigmoid), else 0
+    (+-1, the authors' CelebA coding)."""
+    return 0.5 if self.likelihood == "bernoulli" or self.mean_activation == "sigmoid" else 0.0
+
+  @property
   def size(self) -> int:
     return math.prod(self.shape)
 

@@ -171,6 +171,10 @@ class Model:
     lead = z.shape[:-1]
     folded_cond = None
     if self.conditions[name]:
+      missing = [c for c in self.conditions[name] if c not in (cond or {})]
+      if missing:
+        raise ConfigError(f"the decoder of {name!r} is conditioned on "
+                          f"{list(self.conditions[name])}; {missing} not given")
       folded_cond = {}
       for c in self.conditions[name]:
         v = M.encoder_input(self.spec.modality(c), cond[c])

@@ -232,8 +232,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_fn = jax.jit(jax.default_matmul_precision(precision)(
         functools.partial(eval_step, model=model, loss_fn=loss_fn)))
     if start >= total:   # nothing to train: the test bound, and the workdir left as it is
+      limit = ("config.train.max_steps" if total < config.train.epochs * steps_per_epoch
+               else "config.train.epochs")
       print(f"the run in {workdir} is complete ({start} steps, this config asks for "
-            f"{total}); raise config.train.epochs to train it further", flush=True)
+            f"{total}); raise {limit} to train it further", flush=True)
       result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
       print(_bound_line(start, result), flush=True)
       ckpt.close()
@@ -282,7 +284,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
     writer.scalars(at, result, prefix="test")
     if jax.process_index() == 0:
-      batch, _ = next(iter(data.test_batches(min(16, local_batch))))
+      batch, real = next(iter(data.test_batches(min(16, local_batch))))
+      batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}   # no padded rows
       for name, img in figures.model_figures(model, state.params, batch, eval_rng).items():
         writer.image(at, name, img)
     return result

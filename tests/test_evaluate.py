@@ -61,6 +61,39 @@ def test_bad_evaluation_requests_fail_clearly_before_heavy_work(trained, tmp_pat
     evaluate.evaluate_workdir(other, str(root / "run"), log=None)
 
 
+def test_a_tiny_split_gets_unpadded_figures_and_its_coherence(tmp_path):
+  """60 training and 10 test examples: the figures show the 10 test examples (not 16,
+  padded with copies), and the coherence classifier trains on the 60 (under its
+  batch of 128) rather than being dropped."""
+  import struct
+  from jmvae_jax import figures
+  c = tiny_config(tmp_path / "data", epochs=2)
+  c.data.num_train, c.data.num_test = 60, 10
+  c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 4, 4, 4
+  out = train.train_and_evaluate(c, str(tmp_path / "run"))
+  with open(os.path.join(out["figures"], "image_to_attributes.png"), "rb") as f:
+    height = struct.unpack(">II", f.read(24)[16:24])[1]          # the PNG's IHDR
+  tiles = np.zeros((10, 32 + 6, 32, 3))                           # image and strip
+  assert height == 2 * figures.grid(tiles, cols=4).shape[0]       # 10 tiles, 4 a row, x2
+  result = evaluate.evaluate_workdir(c, str(tmp_path / "run"), log=None)
+  assert result["num_examples"] == 10
+  assert 0.0 <= result["coherence"]["attributes"]["mean"] <= 1.0
+
+
+@pytest.mark.parametrize("objective,generates", [("vae", False), ("cvae", True),
+                                                 ("jmvae_kl", True)])
+def test_coherence_is_only_prepared_for_models_that_generate_x_from_w(objective, generates):
+  import jax
+  import jmvae_jax
+  c = tiny_config("unused")
+  c.objective.name = objective
+  model, _ = jmvae_jax.build(c)
+  batch = {"image": np.zeros((2, 32, 32, 3), np.float32),
+           "attributes": np.ones((2, 7), np.float32)}
+  params = model.init(jax.random.PRNGKey(0))
+  assert evaluate.generates_x_from_w(model, params, batch) is generates
+
+
 def test_a_test_split_missing_a_modality_is_named():
   class Data:
     name, modalities = "shapes", {"image": ((32, 32, 3), "float32")}

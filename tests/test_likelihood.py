@@ -524,3 +524,25 @@ def test_cross_modal_accuracy_and_coherence(tiny):
   c4 = L.coherence(model, params, clf, _padded(data, 4), seed=1, mesh=None)
   c10 = L.coherence(model, params, clf, _padded(data, 10), seed=1, mesh=None)
   assert 0.0 <= c4["mean"] <= 1.0 and c4["mean"] == pytest.approx(c10["mean"])
+
+
+def test_attribute_agreement_and_classifier_follow_the_coding():
+  """+-1 attributes flip at 0; {0, 1} ones (Bernoulli, or a Gaussian through a sigmoid)
+  at 1/2, so a prediction of 0.9 against 1 agrees and 0.9 against 0 does not."""
+  from jmvae_jax import modalities as M
+  pm = M.ModalitySpec("a", "gaussian", (2,), mean_activation="tanh")
+  sig = M.ModalitySpec("a", "gaussian", (2,), mean_activation="sigmoid")
+  bern = M.ModalitySpec("a", "bernoulli", (2,))
+  assert (pm.binary_threshold, sig.binary_threshold, bern.binary_threshold) == (0.0, 0.5, 0.5)
+  pred = jnp.array([[0.9, 0.1], [0.9, 0.1]])
+  for spec in (sig, bern):
+    np.testing.assert_array_equal(
+        L.agreement(spec, pred, jnp.array([[1.0, 0.0], [0.0, 1.0]])), [1.0, 0.0])
+  np.testing.assert_array_equal(
+      L.agreement(pm, pred - 0.5, jnp.array([[1.0, -1.0], [-1.0, -1.0]])), [1.0, 0.5])
+  x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+  layers = [{"w": np.ones((4, 2), np.float32), "b": np.zeros(2, np.float32)}]
+  logits = x.sum(1)
+  for spec, want in ((sig, 1 / (1 + np.exp(-logits))), (pm, np.tanh(logits / 2))):
+    np.testing.assert_allclose(L.classify(spec, layers, x), np.stack([want] * 2, 1),
+                               rtol=1e-6)

@@ -79,6 +79,35 @@ def test_figures_of_bernoulli_attributes_mark_signs_about_one_half():
     np.testing.assert_allclose(strip_rows[3, cell * j], GREEN if attrs[0, j] else RED)
 
 
+@pytest.mark.parametrize("objective", ["jmvae_kl", "cvae"])
+def test_figures_of_three_modalities(objective):
+  """Two w modalities: a figure pair for each, and CVAE's decoder, conditioned on both,
+  is given both."""
+  from tests.test_objectives import three_modality_config
+  c = three_modality_config()
+  c.objective.name = objective
+  model, _ = builder.build(c)
+  params = model.init(jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": (rng.random((5, 8, 8, 1)) > 0.5).astype(np.float32),
+           "label": np.arange(5, dtype=np.int32) % 4,
+           "sound": rng.normal(size=(5, 5)).astype(np.float32)}
+  out = figures.model_figures(model, params, batch, jax.random.PRNGKey(1))
+  drawn = {"samples", "reconstructions", "label_to_image", "sound_to_image"}
+  if objective == "jmvae_kl":
+    drawn |= {"image_to_label", "image_to_sound"}
+  assert set(out) == drawn
+
+
+def test_the_demo_reports_bad_input_in_one_line(tmp_path, capsys):
+  from jmvae_jax import demo
+  with pytest.raises(SystemExit) as e:
+    demo.main(["--epochs", "0", "--workdir", str(tmp_path / "demo")])
+  assert e.value.code == 2
+  assert capsys.readouterr().err == "error: config.train.epochs=0 must be an int > 0\n"
+  assert not (tmp_path / "demo").exists()
+
+
 def test_eta_uses_the_mean_rate_since_the_first_report(monkeypatch):
   now = [100.0]
   monkeypatch.setattr(writers.time, "time", lambda: now[0])
@@ -145,6 +174,8 @@ def test_unknown_config_arguments_are_named():
 @pytest.mark.parametrize("args,message", [
     (["--config=configs/mnist.py:smoke", "--config.train.epoch=5"],
      "error: --config.train.epoch: no such config field; did you mean 'epochs'?"),
+    (["--config=configs/mnist.py:smoke", "--config.modelx.latent_dim=3"],   # a KeyError
+     "error: --config.modelx.latent_dim: no such config field; did you mean 'model'?"),
     (["--config=configs/mnst.py"],
      "error: --config: no such config file 'configs/mnst.py' (see configs/*.py)"),
     (["--config=configs/shapes.py:big"],

@@ -31,7 +31,8 @@ def restore_params(config, workdir):
 
 
 def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path,
-                                                                           monkeypatch):
+                                                                           monkeypatch,
+                                                                           capsys):
   workdir = tmp_path / "run"
   precisions, real = [], train.jit_train_step
   monkeypatch.setattr(train, "jit_train_step",
@@ -61,8 +62,14 @@ def test_train_then_resume_continues_from_the_checkpoint_and_lowers_the_loss(tmp
   before = _mtimes(workdir)
   again = tiny_config(tmp_path / "data", epochs=3)
   again.objective.alpha = 0.5
+  capsys.readouterr()
   out3 = train.train_and_evaluate(again, str(workdir))
   assert out3["step"] == 30 and out3["test"]["elbo"] == pytest.approx(test[-1]["test/elbo"])
+  assert "complete (30 steps, this config asks for 30); raise config.train.epochs " in (
+      capsys.readouterr().out)
+  again.train.epochs, again.train.max_steps = 5, 30   # now max_steps is what ends it
+  train.train_and_evaluate(again, str(workdir))
+  assert "raise config.train.max_steps " in capsys.readouterr().out
   assert _mtimes(workdir) == before
 
 
