@@ -44,6 +44,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -82,12 +83,15 @@ _IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+CELEBA_SPLITS = ("train", "validation", "test")   # list_eval_partition.txt's 0, 1 and 2
+
+
 def _read_bytes(path: str) -> bytes:
   try:
     with open(path, "rb") as f:
       raw = f.read()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-  except (OSError, EOFError, gzip.BadGzipFile) as e:
+  except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
     raise ConfigError(f"{path}: cannot read ({e})") from None
 
 
@@ -394,8 +398,10 @@ class CelebaRelease(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     names, attributes, partition = _parse_celeba_lists(directory)
     images = _ImageFiles(directory)
     images.check(names)
+    # Only the partitions that hold images: tfds refuses an empty split (a release cut
+    # to its first images has only partition 0).
     return {split: self._generate_examples(images, names, attributes, partition == p)
-            for p, split in enumerate(("train", "validation", "test"))}
+            for p, split in enumerate(CELEBA_SPLITS) if np.any(partition == p)}
 
   def _generate_examples(self, images, names, attributes, chosen):
     picked = np.flatnonzero(chosen)
@@ -622,7 +628,7 @@ def _celeba_streams(c):
       return {"image": tf.clip_by_value(crop_resize(image, size, crop) / 255.0, 0.0, 1.0),
               "attributes": tf.where(attrs, 1.0, -1.0)}
 
-  splits = ("train", "validation", "test")
+  splits = [s for s in CELEBA_SPLITS if s in builder.info.splits]   # those with images
   sizes = [builder.info.splits[s].num_examples for s in splits]
 
   def read(s):  # images stay encoded until after sharding and filtering
@@ -630,6 +636,10 @@ def _celeba_streams(c):
                               decoders={"image": tfds.decode.SkipDecoding()})
 
   if c["celeba_split"] == "official":
+    if "train" not in splits or "test" not in splits:
+      raise ConfigError(f"celeba: list_eval_partition.txt puts no image in the official "
+                        f"{'train (0)' if 'train' not in splits else 'test (2)'} partition; "
+                        "config.data.celeba_split='paper' splits whatever images there are")
     return (lambda: read("train"), sizes[0]), (lambda: read("test"), sizes[2]), convert
   total = sum(sizes)
   is_test = np.zeros(total, bool)
@@ -640,7 +650,7 @@ def _celeba_streams(c):
 
   def part(want_test: bool):
     def make():
-      ds = read(splits[0]).concatenate(read(splits[1])).concatenate(read(splits[2]))
+      ds = functools.reduce(lambda a, b: a.concatenate(b), map(read, splits))
       ds = ds.enumerate().filter(lambda i, ex: tf.equal(tf.gather(mask, i), want_test))
       return ds.map(lambda i, ex: ex)
     return make
@@ -849,6 +859,13 @@ def _modalities(c) -> dict:
   return {"image": ((s, s, 3), "float32"), "attributes": ((n_attr,), "float32")}
 
 
+def _check_counts(c, n_train: int, n_test: int, process_count: int) -> None:
+  """Every process needs a training example, and the test bound a test example."""
+  if n_train < process_count or n_test < 1:
+    raise ConfigError(f"{c['name']}: {n_train} training / {n_test} test examples are too few "
+                      f"for {process_count} process(es)")
+
+
 def load(data_cfg, seed: int, process_index: int | None = None,
          process_count: int | None = None) -> Dataset:
   """The dataset ``config.data`` names, sharded for this process.
@@ -868,6 +885,7 @@ def load(data_cfg, seed: int, process_index: int | None = None,
                 process_count=pc)
   if c["name"] == "celeba":
     (train, n_train), (test, n_test), convert = _celeba_streams(c)
+    _check_counts(c, n_train, n_test, pc)
     local_test = len(range(pi, n_test, pc))
     source = _Streamed(train, test, convert, n_train // pc, local_test, c["shuffle_buffer"], pi, pc)
     return Dataset(num_train=n_train // pc, num_test=local_test, num_test_total=n_test,
@@ -882,9 +900,7 @@ def load(data_cfg, seed: int, process_index: int | None = None,
     test_fn = _mnist_batch(c["binarize"], seed, c["binarize_seed"], train=False)
     names = ()
   n_train, n_test = len(next(iter(train.values()))), len(next(iter(test.values())))
-  if n_train < pc or n_test < 1:
-    raise ConfigError(f"{c['name']}: {n_train} training / {n_test} test examples are too few "
-                      f"for {pc} process(es)")
+  _check_counts(c, n_train, n_test, pc)
   source = _InMemory(train, test, train_fn, test_fn, np.arange(n_train),
                      shard_indices(n_test, pi, pc, False), pi, pc)
   return Dataset(num_train=n_train // pc, num_test=len(source.test_idx),

@@ -127,9 +127,18 @@ def _first_non_finite(history):
   return None
 
 
-def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng):
+def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng,
+                  batch_size: int):
   """The run's base random key from a checkpoint's metadata, once its input position
-  is known to mean the same here (same number of batches per epoch)."""
+  is known to mean the same here (same batch size and seed, same number of batches per
+  epoch). config.json is compared first; this holds where it is missing."""
+  for field, saved, here in (
+      ("train.batch_size", meta.get("batch_size"), batch_size),
+      ("seed (its key)", meta.get("rng"), [int(v) for v in np.asarray(jax.device_get(rng))])):
+    if saved is not None and saved != here:
+      raise ConfigError(f"checkpoint {step} in {directory} was trained with config.{field} "
+                        f"{saved}, not {here}: resume with the run's own config, or use a "
+                        "new --workdir")
   epoch, offset = meta.get("epoch"), meta.get("batch_in_epoch")
   if None not in (epoch, offset) and epoch * steps_per_epoch + offset != step:
     raise ConfigError(
@@ -222,7 +231,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       abstract = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
       state, meta = ckpt.restore(abstract)
-      rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng)
+      rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng,
+                          config.train.batch_size)
       print(f"resumed from step {int(state.step)} (epoch {meta.get('epoch')}, batch "
             f"{meta.get('batch_in_epoch')} of {steps_per_epoch}) in {ckpt.directory}",
             flush=True)

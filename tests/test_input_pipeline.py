@@ -74,6 +74,11 @@ def test_idx_bytes_match_the_format(tmp_path):
   np.testing.assert_array_equal(ip.read_idx(str(tmp_path / "y")), [-3, 70000])
 
 
+# A gzip header, then a deflate block of the reserved type 3: zlib's own error.
+_GZ = gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + b"ab", mtime=0)
+_BAD_DEFLATE = _GZ[:10] + b"\xff" + _GZ[11:]
+
+
 @pytest.mark.parametrize("raw, what", [
     (bytes([1, 0, 8, 1]) + struct.pack(">I", 2) + b"ab", "magic"),
     (bytes([0, 0, 7, 1]) + struct.pack(">I", 2) + b"ab", "magic"),
@@ -82,6 +87,7 @@ def test_idx_bytes_match_the_format(tmp_path):
     (bytes([0, 0, 8, 2]) + b"\x00\x00", "truncated"),
     (b"\x00\x00", "truncated"),
     (b"\x1f\x8b not really gzip", "cannot read"),
+    (_BAD_DEFLATE, "cannot read"),
 ])
 def test_idx_malformed(tmp_path, raw, what):
   path = tmp_path / "bad-idx1-ubyte"
@@ -264,7 +270,7 @@ LEFT, RIGHT = (200, 40, 30), (30, 40, 210)
 PARTITION = [0, 0, 0, 1, 2, 2]
 
 
-def _write_celeba(directory, form="folder", attr_rows=None):
+def _write_celeba(directory, form="folder", attr_rows=None, partition=PARTITION):
   """Six 178x218 JPEGs: white top/bottom 20 rows (cropped away), LEFT | RIGHT halves."""
   os.makedirs(directory, exist_ok=True)
   names = [f"{i:06d}.jpg" for i in range(1, 7)]
@@ -287,7 +293,7 @@ def _write_celeba(directory, form="folder", attr_rows=None):
   with open(os.path.join(directory, "list_attr_celeba.txt"), "w") as f:
     f.write(f"{len(rows)}\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
   with open(os.path.join(directory, "list_eval_partition.txt"), "w") as f:
-    f.write("".join(f"{n} {p}\n" for n, p in zip(names, PARTITION)))
+    f.write("".join(f"{n} {p}\n" for n, p in zip(names, partition)))
   return names, attrs
 
 
@@ -333,6 +339,23 @@ def test_celeba_release_builder(tmp_path, form):
   resumed = _epoch(paper, 0, 2, start=1)
   np.testing.assert_array_equal(resumed[0]["attributes"], first[1]["attributes"])
   assert len(_epoch(paper, 0, 2, start=1)) == 1
+
+
+def test_celeba_release_with_empty_partitions(tmp_path):
+  """A release cut to its first images (all partition 0): the paper split takes them
+  all; the official one, and a paper split that leaves no test example, are refused."""
+  d = str(tmp_path / "release")
+  _, attrs = _write_celeba(d, partition=[0] * 6)
+  paper = _load(_celeba_cfg(d, tmp_path, test_fraction=1 / 3))
+  assert (paper.num_train, paper.num_test) == (4, 2)
+  rows = list(map(tuple, _stack(_epoch(paper, 0, 4), "attributes"))) + list(
+      map(tuple, _all_test(paper)["attributes"]))
+  assert sorted(rows) == sorted(map(tuple, attrs.astype(np.float32)))
+  with pytest.raises(ConfigError, match=r"no image in the official test \(2\) partition; "
+                                        r"config.data.celeba_split='paper'"):
+    _load(_celeba_cfg(d, tmp_path, celeba_split="official"))
+  with pytest.raises(ConfigError, match=r"celeba: 6 training / 0 test examples are too few"):
+    _load(_celeba_cfg(d, tmp_path, test_fraction=0.01))
 
 
 @pytest.mark.parametrize("breakage, match", [

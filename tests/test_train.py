@@ -123,6 +123,13 @@ def test_a_workdir_of_another_architecture_or_run_is_refused_and_left_untouched(
   with pytest.raises(ConfigError, match=r"no config.json to compare with.*\(4, 16\) there, "
                      r"\(6, 16\) here"):
     train.train_and_evaluate(other, str(workdir))
+  # ... and the checkpoint's own record of the batch size and the seed's key
+  for field, value, shown in [("batch_size", 20, "config.train.batch_size 40, not 20"),
+                              ("seed", 7, "config.seed (its key) [0, 0], not [0, 7]")]:
+    c = tiny_config(tmp_path / "moved", epochs=2)
+    (c if field == "seed" else c.train)[field] = value
+    with pytest.raises(ConfigError, match=r"checkpoint 10 in .*" + re.escape(shown)):
+      train.train_and_evaluate(c, str(workdir))
   assert not (workdir / "config.json").exists()
 
 
