@@ -6,9 +6,12 @@ import sys
 from jmvae_jax.errors import ConfigError
 
 
-def _interrupted(workdir: str):
+def _interrupted(workdir: str, mode: str = "train"):
   import os
-  if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if mode == "evaluate":
+    print(f"\ninterrupted; the evaluation of {workdir} was not finished (evaluation.json was not "
+          "written): run the same command to start it again", file=sys.stderr)
+  elif workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
     print(f"\ninterrupted; the checkpoints in {workdir} are complete (a save in flight "
           "was finished first): run the same command to resume", file=sys.stderr)
   else:
@@ -24,7 +27,7 @@ def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
   through ``jax.distributed.initialize()``."""
   from jmvae_jax import evaluate, train
   if interrupted:
-    _interrupted(workdir)
+    _interrupted(workdir, mode)
   try:
     if multihost:
       import jax
@@ -41,4 +44,4 @@ def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
   except KeyboardInterrupt:
-    _interrupted(workdir)
+    _interrupted(workdir, mode)

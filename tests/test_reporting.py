@@ -2,6 +2,7 @@
 resume, and one-line errors for mistyped command lines."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,17 @@ def test_the_demo_reports_bad_input_in_one_line(tmp_path, capsys):
   assert e.value.code == 2
   assert capsys.readouterr().err == "error: config.train.epochs=0 must be an int > 0\n"
   assert not (tmp_path / "demo").exists()
+
+
+def test_an_interrupted_evaluation_does_not_speak_of_resuming(tmp_path, capsys):
+  from jmvae_jax import cli
+  (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+  for mode, said in [("evaluate", "the evaluation of .* was not finished"),
+                     ("train", "the checkpoints in .* are complete")]:
+    with pytest.raises(SystemExit) as e:
+      cli.run(mnist.get_config("smoke"), str(tmp_path / "run"), mode, interrupted=True)
+    assert e.value.code == 130
+    assert re.search(said, capsys.readouterr().err)
 
 
 def test_eta_uses_the_mean_rate_since_the_first_report(monkeypatch):
