@@ -30,24 +30,28 @@ def grid(tiles: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
 
 def strip(values: np.ndarray, width: int, categorical: bool, height: int = 6,
           truth: np.ndarray | None = None):
-  """One row of cells per example: a categorical distribution (grey levels; ``truth``,
-  class indices, outlined in blue) or attributes signed about 0 (green +, red -;
-  a sign that differs from ``truth``'s is marked by a black top half)."""
+  """A row of cells per example (several where there are more cells than ``width``
+  pixels): a categorical distribution (grey levels; ``truth``, class indices, outlined
+  in blue) or attributes signed about 0 (green +, red -; a sign that differs from
+  ``truth``'s is marked by a black top half)."""
   values = np.asarray(values, np.float32)
   n, k = values.shape
-  cell = max(1, width // k)
-  out = np.ones((n, height, width, 3), np.float32)
+  per_row = min(k, width)   # more cells than pixels across: the strip wraps onto rows
+  cell = max(1, width // per_row)
+  out = np.ones((n, -(-k // per_row) * height, width, 3), np.float32)
   for j in range(k):
-    sl = slice(j * cell, (j + 1) * cell - (1 if cell > 2 else 0))
+    top = (j // per_row) * height
+    cells = out[:, top:top + height]
+    sl = slice((j % per_row) * cell, (j % per_row + 1) * cell - (1 if cell > 2 else 0))
     if categorical:
-      out[:, :, sl] = (1.0 - values[:, j])[:, None, None, None]
+      cells[:, :, sl] = (1.0 - values[:, j])[:, None, None, None]
       if truth is not None:
-        out[truth == j, -2:, sl] = [0.1, 0.2, 0.9]
+        cells[truth == j, -2:, sl] = [0.1, 0.2, 0.9]
     else:
       pos = values[:, j] >= 0
-      out[:, :, sl] = np.where(pos[:, None, None, None], [0.1, 0.7, 0.1], [0.8, 0.1, 0.1])
+      cells[:, :, sl] = np.where(pos[:, None, None, None], [0.1, 0.7, 0.1], [0.8, 0.1, 0.1])
       if truth is not None:
-        out[(truth[:, j] >= 0) != pos, : height // 2, sl] = 0.0
+        cells[(truth[:, j] >= 0) != pos, : height // 2, sl] = 0.0
   return out
 
 

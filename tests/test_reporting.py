@@ -55,6 +55,10 @@ def test_strips_are_drawn_by_the_modality_not_by_the_values():
       np.testing.assert_allclose(s[i, :, 10 * j + 9], np.ones((6, 3)))
   s = figures.strip(np.array([[0.2, -0.5]]), 4, categorical=False)
   np.testing.assert_allclose(s[0, 0, :, :], [GREEN, GREEN, RED, RED])   # no truth: no marks
+  s = figures.strip(np.array([[1, -1, -1, 1, -1.0]]), 2, categorical=False)   # 5 cells, 2 px
+  assert s.shape == (1, 18, 2, 3)                     # three rows of cells, one pixel each
+  np.testing.assert_allclose(s[0, [0, 6, 12], 0], [GREEN, RED, RED])   # cells 0, 2, 4
+  np.testing.assert_allclose(s[0, [0, 6, 12], 1], [RED, GREEN, WHITE])  # 1, 3, none
   s = figures.strip(np.array([[0.7, 0.2, 0.1]]), 30, categorical=True, truth=np.array([1]))
   np.testing.assert_allclose(s[0, 0, [0, 10, 20]], [[0.3] * 3, [0.8] * 3, [0.9] * 3])
   np.testing.assert_allclose(s[0, 5, [0, 10, 20]], [[0.3] * 3, BLUE, [0.9] * 3])
