@@ -238,7 +238,7 @@ def _text_rows(path: str, expected: str) -> list[list[str]]:
   except OSError as e:
     raise ConfigError(f"{path}: cannot read ({e})") from None
   try:
-    text = raw.decode("utf-8")
+    text = raw.decode("utf-8-sig")   # a leading byte-order mark (Windows editors) is dropped
   except UnicodeDecodeError as e:
     line = raw.count(b"\n", 0, e.start) + 1
     raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "

@@ -358,6 +358,20 @@ def test_celeba_release_with_empty_partitions(tmp_path):
     _load(_celeba_cfg(d, tmp_path, test_fraction=0.01))
 
 
+def test_celeba_lists_saved_with_a_byte_order_mark_parse(tmp_path):
+  d = str(tmp_path / "release")
+  names, attrs = _write_celeba(d)
+  for stem in ("list_attr_celeba", "list_eval_partition"):
+    path = os.path.join(d, stem + ".txt")
+    with open(path, "rb") as f:
+      raw = f.read()
+    with open(path, "wb") as f:
+      f.write(b"\xef\xbb\xbf" + raw)
+  got_names, got_attrs, partition = ip._parse_celeba_lists(d)
+  assert list(got_names) == names and list(partition) == PARTITION
+  np.testing.assert_array_equal(got_attrs, attrs)
+
+
 @pytest.mark.parametrize("breakage, match", [
     ("no_partition", "list_eval_partition.txt"),
     ("no_images", "img_align_celeba"),
