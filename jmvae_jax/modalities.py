@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmvae_jax import distributions as D
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.errors import ConfigError, allowed, is_int
 
 NETWORKS = ("mlp", "conv64")
 MEAN_ACTIVATIONS = {"identity": lambda m: m, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
+GAUSSIAN_ONLY = ("variance", "learn_variance", "mean_activation")   # fields of its decoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,11 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
     raise ConfigError(f"{field} has unknown field(s) {unknown}; allowed: {sorted(known)}")
   if "likelihood" not in cfg or "shape" not in cfg:
     raise ConfigError(f"{field} needs 'likelihood' ({', '.join(LIKELIHOODS)}) and 'shape'")
-  kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in cfg.items()}
+  for f in ("shape", "hidden", "decoder_hidden", "filters"):
+    if f in cfg and not isinstance(cfg[f], (list, tuple)):
+      raise ConfigError(f"{field}.{f}={cfg[f]!r} must be a tuple of positive ints")
+  kw = {k: tuple(int(d) if is_int(d) else d for d in v) if isinstance(v, (list, tuple)) else v
+        for k, v in cfg.items()}
   spec = ModalitySpec(name=name, **kw)
   if spec.likelihood not in LIKELIHOODS:
     raise allowed(f"{field}.likelihood", spec.likelihood, LIKELIHOODS)
@@ -179,11 +184,26 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
     raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
   if spec.network == "conv64" and len(spec.shape) != 3:
     raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
-  if spec.variance <= 0:
-    raise ConfigError(f"{field}.variance={spec.variance!r} must be > 0")
+  if isinstance(spec.variance, bool) or not isinstance(spec.variance, (int, float)) or \
+      spec.variance <= 0:
+    raise ConfigError(f"{field}.variance={spec.variance!r} must be a number > 0")
+  if not isinstance(spec.learn_variance, bool):
+    raise ConfigError(f"{field}.learn_variance={spec.learn_variance!r} must be True or False")
   for f in ("hidden", "decoder_hidden", "filters"):
     if any(not isinstance(h, int) or h <= 0 for h in getattr(spec, f)):
       raise ConfigError(f"{field}.{f}={getattr(spec, f)!r} must hold positive ints")
+  if not is_int(spec.dense) or spec.dense <= 0:
+    raise ConfigError(f"{field}.dense={spec.dense!r} must be an int > 0")
+  # A field the modality's likelihood or network does not use is refused, not ignored.
+  unused = {"gaussian": (), "mlp": ("filters", "dense"), "conv64": ("hidden", "decoder_hidden")}
+  for f in sorted(set(cfg) & set(unused.get(spec.likelihood, GAUSSIAN_ONLY) +
+                                 unused[spec.network])):
+    user = (f"a {spec.likelihood} modality" if f in GAUSSIAN_ONLY
+            else f"network {spec.network!r}")
+    raise ConfigError(f"{field}.{f} is not used by {user}; remove it")
+  if spec.network == "conv64" and len(spec.filters) != 4:
+    raise ConfigError(f"{field}.filters={spec.filters!r}: network 'conv64' has four "
+                      "convolutions (64 to 4 pixels), so four filter counts")
   return spec
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jmvae_jax import distributions as D
 from jmvae_jax import modalities as M
 from jmvae_jax import networks
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax.errors import ConfigError, allowed, is_int
 
 Params = Mapping[str, Any]
 Batch = Mapping[str, jax.Array]
@@ -80,8 +80,12 @@ def spec_from_config(model_cfg, components=full_components) -> ModelSpec:
   mods = tuple(M.spec_from_config(n, dict(c)) for n, c in sorted(model_cfg.modalities.items()))
   names = tuple(s.name for s in mods)
   latent = model_cfg.get("latent_dim", 64)
-  if not isinstance(latent, int) or latent <= 0:
+  if not is_int(latent) or latent <= 0:
     raise ConfigError(f"config.model.latent_dim={latent!r} must be an int > 0")
+  joint = model_cfg.get("joint_hidden", ())
+  if not isinstance(joint, (list, tuple)) or any(not is_int(h) or h <= 0 for h in joint):
+    raise ConfigError(f"config.model.joint_hidden={joint!r} must be a tuple of positive ints "
+                      "(() for none)")
   x = model_cfg.get("x", names[0])
   if x not in names:
     raise allowed("config.model.x", x, names)
@@ -94,12 +98,15 @@ def spec_from_config(model_cfg, components=full_components) -> ModelSpec:
   norm = model_cfg.get("norm", "none")
   if norm not in networks.NORMS:
     raise allowed("config.model.norm", norm, networks.NORMS)
+  if norm != "none" and all(s.network == "mlp" for s in mods):
+    raise ConfigError(f"config.model.norm={norm!r} normalises inside convolutional networks; "
+                      "this model has none (every modality's network is 'mlp')")
   encoders, decoders = components(names, x)
   return ModelSpec(
-      modalities=mods, latent_dim=latent, x=x,
+      modalities=mods, latent_dim=int(latent), x=x,
       encoders=tuple(tuple(sorted(e)) for e in encoders),
       decoders=tuple((t, tuple(sorted(c))) for t, c in decoders),
-      joint_hidden=tuple(model_cfg.get("joint_hidden", ())),
+      joint_hidden=tuple(int(h) for h in joint),
       activation=activation, variance_param=variance, norm=norm)
 
 

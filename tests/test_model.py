@@ -221,6 +221,31 @@ def test_bad_configs_give_one_line_errors_naming_the_field():
   c = celeba_like_config()
   c.model.modalities.image.shape = (32, 32, 3)
   expect_error(c, "config.model.modalities.image.shape", "(64, 64, C)")
+  c = celeba_like_config()
+  c.model.modalities.image.filters = (8, 8, 16)   # would decode 32x32 images
+  expect_error(c, "config.model.modalities.image.filters", "four filter counts")
+  c = celeba_like_config()
+  c.model.modalities.image.hidden = (32,)
+  expect_error(c, "config.model.modalities.image.hidden", "not used by network 'conv64'")
+  c = smoke("jmvae_kl")
+  c.model.modalities.label.learn_variance = True
+  expect_error(c, "config.model.modalities.label.learn_variance", "a categorical modality")
+  c = smoke("jmvae_kl")
+  c.model.modalities.image = dict(likelihood="bernoulli", shape=784)
+  expect_error(c, "config.model.modalities.image.shape=784", "tuple of positive ints")
+  c = smoke("jmvae_kl")
+  c.model.joint_hidden = (0,)
+  expect_error(c, "config.model.joint_hidden=(0,)", "positive ints")
+  c = smoke("jmvae_kl")
+  c.model.norm = "layer"
+  expect_error(c, "config.model.norm='layer'", "every modality's network is 'mlp'")
+  import ml_collections
+  from jmvae_jax import model as model_lib
+  m = ml_collections.ConfigDict(dict(smoke("jmvae_kl").model.to_dict(), latent_dim=np.int64(4),
+                                     joint_hidden=(np.int32(8),)))   # numpy ints are ints
+  spec = model_lib.spec_from_config(m)
+  assert (spec.latent_dim, spec.joint_hidden) == (4, (8,))
+  assert type(spec.latent_dim) is int and type(spec.joint_hidden[0]) is int
 
 
 def test_batches_that_do_not_match_the_declared_modalities_are_rejected():
