@@ -47,10 +47,14 @@ def _config_flag_error(e: Exception, argv) -> str:
   text = " ".join(str(raw).replace("\\n", " ").split())
   if isinstance(e, (AttributeError, KeyError)):   # ml_collections: no such field (a section
     m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)   # raises KeyError)
-    name = m.group(2) if m else re.findall(r"\w+", text)[0]
-    flag = next((a.split("=")[0] for a in argv if a.startswith("--config.") and
-                 re.search(rf"\.{name}(\.|$)", a.split("=")[0])), f"--config.{name}")
-    return f"{flag}: no such config field" + (f"; did you mean {m.group(1)!r}?" if m else "")
+    words = re.findall(r"\w+", text)
+    name = m.group(2) if m else (words[0] if words else "")
+    flag = next((a.split("=")[0] for a in argv if name and a.startswith("--config.") and
+                 re.search(rf"\.{name}(\.|$)", a.split("=")[0])), None)
+    # A KeyError not about an override (raised by the config file itself) is shown as is.
+    if flag or (isinstance(e, AttributeError) and name):
+      return (f"{flag or '--config.' + name}: no such config field"
+              + (f"; did you mean {m.group(1)!r}?" if m else ""))
   missing = re.search(r"No such file or directory: '([^']+)'", text)
   if missing:
     return f"--config: no such config file {missing.group(1)!r} (see configs/*.py)"

@@ -65,6 +65,8 @@ def coherence_classifier(model, data, workdir: str, target: str, seed: int):
 def generates_x_from_w(model, params, batch) -> bool:
   """Whether ``model`` can generate x from its w modalities (traced on one example of
   ``batch``, not run): a VAE cannot, so no classifier is trained for its coherence."""
+  if not model.spec.w:   # a model of x alone
+    return False
   cond = {n: np.asarray(batch[n])[:1] for n in model.spec.w}
   try:
     jax.eval_shape(lambda p, c: model.translate(p, jax.random.PRNGKey(0), c, model.spec.x),

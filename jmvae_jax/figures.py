@@ -2,7 +2,8 @@
 
 No plotting library is needed: tiles are assembled in numpy and encoded with
 TensorFlow's PNG encoder; a label or attribute vector is drawn as a strip of
-cells under its image (brightness = probability, or green/red for +-1).
+cells under its image (brightness = probability, or green/red for the side of its
+modality's binary threshold an attribute is on).
 """
 from __future__ import annotations
 
@@ -48,10 +49,10 @@ def strip(values: np.ndarray, width: int, categorical: bool, height: int = 6,
       if truth is not None:
         cells[truth == j, -2:, sl] = [0.1, 0.2, 0.9]
     else:
-      pos = values[:, j] >= 0
+      pos = values[:, j] > 0   # a tie counts as negative, as in likelihood.agreement
       cells[:, :, sl] = np.where(pos[:, None, None, None], [0.1, 0.7, 0.1], [0.8, 0.1, 0.1])
       if truth is not None:
-        cells[(truth[:, j] >= 0) != pos, : height // 2, sl] = 0.0
+        cells[(truth[:, j] > 0) != pos, : height // 2, sl] = 0.0
   return out
 
 

@@ -629,7 +629,7 @@ def _celeba_streams(c):
               "attributes": tf.where(attrs, 1.0, -1.0)}
 
   splits = [s for s in CELEBA_SPLITS if s in builder.info.splits]   # those with images
-  sizes = [builder.info.splits[s].num_examples for s in splits]
+  sizes = {s: builder.info.splits[s].num_examples for s in splits}
 
   def read(s):  # images stay encoded until after sharding and filtering
     return builder.as_dataset(split=s, shuffle_files=False,
@@ -640,8 +640,8 @@ def _celeba_streams(c):
       raise ConfigError(f"celeba: list_eval_partition.txt puts no image in the official "
                         f"{'train (0)' if 'train' not in splits else 'test (2)'} partition; "
                         "config.data.celeba_split='paper' splits whatever images there are")
-    return (lambda: read("train"), sizes[0]), (lambda: read("test"), sizes[2]), convert
-  total = sum(sizes)
+    return (lambda: read("train"), sizes["train"]), (lambda: read("test"), sizes["test"]), convert
+  total = sum(sizes.values())
   is_test = np.zeros(total, bool)
   rng = np.random.default_rng(np.random.SeedSequence([c["split_seed"], 0xCE1EBA]))
   perm = rng.permutation(total)

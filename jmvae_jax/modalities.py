@@ -184,8 +184,8 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
     raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
   if spec.network == "conv64" and len(spec.shape) != 3:
     raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
-  if isinstance(spec.variance, bool) or not isinstance(spec.variance, (int, float)) or \
-      spec.variance <= 0:
+  if isinstance(spec.variance, bool) or not isinstance(spec.variance, (int, float, np.number)) \
+      or spec.variance <= 0:
     raise ConfigError(f"{field}.variance={spec.variance!r} must be a number > 0")
   if not isinstance(spec.learn_variance, bool):
     raise ConfigError(f"{field}.learn_variance={spec.learn_variance!r} must be True or False")
@@ -194,17 +194,26 @@ def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
       raise ConfigError(f"{field}.{f}={getattr(spec, f)!r} must hold positive ints")
   if not is_int(spec.dense) or spec.dense <= 0:
     raise ConfigError(f"{field}.dense={spec.dense!r} must be an int > 0")
-  # A field the modality's likelihood or network does not use is refused, not ignored.
-  unused = {"gaussian": (), "mlp": ("filters", "dense"), "conv64": ("hidden", "decoder_hidden")}
-  for f in sorted(set(cfg) & set(unused.get(spec.likelihood, GAUSSIAN_ONLY) +
-                                 unused[spec.network])):
-    user = (f"a {spec.likelihood} modality" if f in GAUSSIAN_ONLY
-            else f"network {spec.network!r}")
-    raise ConfigError(f"{field}.{f} is not used by {user}; remove it")
   if spec.network == "conv64" and len(spec.filters) != 4:
     raise ConfigError(f"{field}.filters={spec.filters!r}: network 'conv64' has four "
                       "convolutions (64 to 4 pixels), so four filter counts")
+  _refuse_unused(field, spec, set(cfg))
   return spec
+
+
+def _refuse_unused(field: str, spec: ModalitySpec, given: set) -> None:
+  """A field given that the modality's likelihood or network does not use is an error,
+  not silently ignored."""
+  by_likelihood = () if spec.likelihood == "gaussian" else GAUSSIAN_ONLY
+  if spec.learn_variance:
+    by_likelihood += ("variance",)   # the decoder predicts it
+  by_network = {"mlp": ("filters", "dense"), "conv64": ("hidden", "decoder_hidden")}
+  for f in sorted(given & set(by_likelihood)):
+    user = "learn_variance=True" if f == "variance" and spec.learn_variance else \
+        f"a {spec.likelihood} modality"
+    raise ConfigError(f"{field}.{f} is not used by {user}; remove it")
+  for f in sorted(given & set(by_network[spec.network])):
+    raise ConfigError(f"{field}.{f} is not used by network {spec.network!r}; remove it")
 
 
 def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:

@@ -129,9 +129,9 @@ def _first_non_finite(history):
 
 def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng,
                   batch_size: int):
-  """The run's base random key from a checkpoint's metadata, once its input position
-  is known to mean the same here (same batch size and seed, same number of batches per
-  epoch). config.json is compared first; this holds where it is missing."""
+  """The base random key to resume with, once the checkpoint's metadata is known to
+  mean the same here: the same batch size and seed (config.json is compared first;
+  this holds where it is missing) and the same number of batches per epoch."""
   for field, saved, here in (
       ("train.batch_size", meta.get("batch_size"), batch_size),
       ("seed (its key)", meta.get("rng"), [int(v) for v in np.asarray(jax.device_get(rng))])):

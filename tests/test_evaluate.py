@@ -94,6 +94,19 @@ def test_coherence_is_only_prepared_for_models_that_generate_x_from_w(objective,
   assert evaluate.generates_x_from_w(model, params, batch) is generates
 
 
+def test_a_model_of_x_alone_generates_nothing_from_w():
+  import jax
+  import ml_collections
+  import jmvae_jax
+  c = tiny_config("unused")
+  c.objective.name = "vae"
+  c.model.modalities = ml_collections.ConfigDict({"image": c.model.modalities.image})
+  model, _ = jmvae_jax.build(c)
+  params = model.init(jax.random.PRNGKey(0))
+  batch = {"image": np.zeros((2, 32, 32, 3), np.float32)}
+  assert model.spec.w == () and not evaluate.generates_x_from_w(model, params, batch)
+
+
 def test_a_test_split_missing_a_modality_is_named():
   class Data:
     name, modalities = "shapes", {"image": ((32, 32, 3), "float32")}

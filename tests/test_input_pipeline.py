@@ -356,6 +356,11 @@ def test_celeba_release_with_empty_partitions(tmp_path):
     _load(_celeba_cfg(d, tmp_path, celeba_split="official"))
   with pytest.raises(ConfigError, match=r"celeba: 6 training / 0 test examples are too few"):
     _load(_celeba_cfg(d, tmp_path, test_fraction=0.01))
+  d = str(tmp_path / "no_validation")   # only the validation partition empty: both splits
+  _write_celeba(d, partition=[0, 0, 0, 2, 2, 2])
+  official = _load(_celeba_cfg(d, tmp_path, celeba_split="official"))
+  assert (official.num_train, official.num_test) == (3, 3)
+  assert _load(_celeba_cfg(d, tmp_path, test_fraction=1 / 3)).num_test == 2
 
 
 def test_celeba_lists_saved_with_a_byte_order_mark_parse(tmp_path):

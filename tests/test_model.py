@@ -233,6 +233,10 @@ def test_bad_configs_give_one_line_errors_naming_the_field():
   c = smoke("jmvae_kl")
   c.model.modalities.image = dict(likelihood="bernoulli", shape=784)
   expect_error(c, "config.model.modalities.image.shape=784", "tuple of positive ints")
+  c = celeba_like_config()
+  c.model.modalities.attributes.learn_variance = True
+  c.model.modalities.attributes.variance = 0.5     # the decoder predicts it
+  expect_error(c, "config.model.modalities.attributes.variance", "learn_variance=True")
   c = smoke("jmvae_kl")
   c.model.joint_hidden = (0,)
   expect_error(c, "config.model.joint_hidden=(0,)", "positive ints")
@@ -243,6 +247,8 @@ def test_bad_configs_give_one_line_errors_naming_the_field():
   from jmvae_jax import model as model_lib
   m = ml_collections.ConfigDict(dict(smoke("jmvae_kl").model.to_dict(), latent_dim=np.int64(4),
                                      joint_hidden=(np.int32(8),)))   # numpy ints are ints
+  m.modalities.image.likelihood = "gaussian"
+  m.modalities.image.variance = np.float32(0.5)   # a numpy number is a number
   spec = model_lib.spec_from_config(m)
   assert (spec.latent_dim, spec.joint_hidden) == (4, (8,))
   assert type(spec.latent_dim) is int and type(spec.joint_hidden[0]) is int

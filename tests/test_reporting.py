@@ -208,6 +208,18 @@ def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, mess
   assert not (tmp_path / "run").exists()
 
 
+def test_a_key_error_of_the_config_file_itself_is_shown_as_is(tmp_path):
+  """Not every KeyError is a mistyped --config.FIELD: one raised by the user's config
+  file is shown as Python gives it."""
+  (tmp_path / "presets.py").write_text(
+      "def get_config(arg=''):\n  return {'small': None}[arg]\n")
+  done = subprocess.run([sys.executable, "launch.py", f"--workdir={tmp_path / 'run'}",
+                         f"--config={tmp_path / 'presets.py'}:large"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: 'large'", (
+      done.stderr)
+
+
 @pytest.mark.parametrize("disposition", ["default", "ignored"])
 def test_ctrl_c_during_start_up_stops_the_run(tmp_path, disposition):
   """A Ctrl-C while TensorFlow imports was swallowed by that import and the run went on.
