@@ -229,9 +229,10 @@ _CELEBA_LAYOUT = {
     "partition": "the CelebA partition list: per image a line 'filename 0|1|2'"}
 
 
-def _text_rows(path: str, expected: str) -> list[list[str]]:
-  """The non-blank lines of a text file, split on whitespace; a file that is not
-  UTF-8 text is a ConfigError naming the first bad byte and what was ``expected``."""
+def _text_rows(path: str, expected: str) -> tuple[list[list[str]], list[int]]:
+  """The non-blank lines of a text file, split on whitespace, and their line numbers
+  (for errors that point at the right line); a file that is not UTF-8 text is a
+  ConfigError naming the first bad byte and what was ``expected``."""
   try:
     with open(path, "rb") as f:
       raw = f.read()
@@ -243,7 +244,9 @@ def _text_rows(path: str, expected: str) -> list[list[str]]:
     line = raw.count(b"\n", 0, e.start) + 1
     raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
                       f"expected {expected}") from None
-  return [line.split() for line in io.StringIO(text, newline=None) if line.strip()]
+  numbered = [(n, line.split()) for n, line in enumerate(io.StringIO(text, newline=None), 1)
+              if line.strip()]
+  return [row for _, row in numbered], [n for n, _ in numbered]
 
 
 def _parse_celeba_lists(data_dir: str):
@@ -253,26 +256,29 @@ def _parse_celeba_lists(data_dir: str):
     if not os.path.isfile(p):
       raise ConfigError(f"{p} is missing; source='release' needs {CELEBA_FILES['attributes']}, "
                         f"{CELEBA_FILES['partition']} and {CELEBA_FILES['images']}[.zip]")
-  lines = _text_rows(paths["attributes"], _CELEBA_LAYOUT["attributes"])
+  lines, at = _text_rows(paths["attributes"], _CELEBA_LAYOUT["attributes"])
   path = paths["attributes"]
   if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
-    raise ConfigError(f"{path}: line 1 must be the number of images")
+    raise ConfigError(f"{path}: line {at[0] if at else 1} must be the number of images")
   if tuple(lines[1]) != CELEBA_ATTRIBUTES:
-    raise ConfigError(f"{path}: line 2 must be the 40 CelebA attribute names in release order")
+    raise ConfigError(f"{path}: line {at[1]} must be the 40 CelebA attribute names in "
+                      "release order")
   rows = lines[2:]
   if len(rows) != int(lines[0][0]):
-    raise ConfigError(f"{path}: line 1 says {lines[0][0]} images but {len(rows)} rows follow")
+    raise ConfigError(f"{path}: line {at[0]} says {lines[0][0]} images but {len(rows)} "
+                      "rows follow")
   names, values = [], np.empty((len(rows), 40), np.int8)
   for i, row in enumerate(rows):
     if len(row) != 41 or any(v not in ("1", "-1") for v in row[1:]):
-      raise ConfigError(f"{path}: line {i + 3} must be a filename and 40 values of 1 or -1")
+      raise ConfigError(f"{path}: line {at[i + 2]} must be a filename and 40 values of 1 "
+                        "or -1")
     names.append(row[0])
     values[i] = [int(v) for v in row[1:]]
-  part_rows = _text_rows(paths["partition"], _CELEBA_LAYOUT["partition"])
+  part_rows, at = _text_rows(paths["partition"], _CELEBA_LAYOUT["partition"])
   partition = {}
   for i, row in enumerate(part_rows):
     if len(row) != 2 or row[1] not in ("0", "1", "2"):
-      raise ConfigError(f"{paths['partition']}: line {i + 1} must be 'filename 0|1|2'")
+      raise ConfigError(f"{paths['partition']}: line {at[i]} must be 'filename 0|1|2'")
     partition[row[0]] = int(row[1])
   missing = [n for n in names if n not in partition]
   if missing:

@@ -381,6 +381,7 @@ def test_celeba_lists_saved_with_a_byte_order_mark_parse(tmp_path):
     ("no_partition", "list_eval_partition.txt"),
     ("no_images", "img_align_celeba"),
     ("bad_value", "list_attr_celeba.txt: line 4"),
+    ("blank_lines", "list_attr_celeba.txt: line 6 must be"),   # blank lines 2 and 4 counted
     ("short_line", "list_attr_celeba.txt: line 3"),
     ("bad_count", "list_attr_celeba.txt: line 1"),
     ("bad_header", "list_attr_celeba.txt: line 2"),
@@ -395,7 +396,7 @@ def test_celeba_release_bad_input(tmp_path, breakage, match):
   elif breakage == "no_images":
     import shutil
     shutil.rmtree(os.path.join(d, "img_align_celeba"))
-  elif breakage == "bad_value":
+  elif breakage in ("bad_value", "blank_lines"):
     rows[1] = rows[1][:-2] + " 2"
   elif breakage == "short_line":
     rows[0] = rows[0].rsplit(" ", 1)[0]
@@ -408,6 +409,9 @@ def test_celeba_release_bad_input(tmp_path, breakage, match):
   if breakage in ("bad_value", "short_line", "missing_image"):
     with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
       f.write("6\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
+  if breakage == "blank_lines":
+    with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
+      f.write("6\n\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n\n" + "\n".join(rows) + "\n")
   if breakage in ("bad_count", "bad_header"):
     header = list(ip.CELEBA_ATTRIBUTES)[::-1] if breakage == "bad_header" else ip.CELEBA_ATTRIBUTES
     with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
