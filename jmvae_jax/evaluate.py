@@ -62,12 +62,14 @@ def coherence_classifier(model, data, workdir: str, target: str, seed: int):
     return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(len(f.files) // 2)]
 
 
-def generates_x_from_w(model, params, batch) -> bool:
-  """Whether ``model`` can generate x from its w modalities (traced on one example of
-  ``batch``, not run): a VAE cannot, so no classifier is trained for its coherence."""
+def generates_x_from_w(model, params, modalities: dict) -> bool:
+  """Whether ``model`` can generate x from its w modalities, traced (not run) on one
+  example of the data's ``modalities`` ({name: (shape, dtype)}, as a Dataset declares
+  them): a VAE cannot, so no classifier is trained for its coherence."""
   if not model.spec.w:   # a model of x alone
     return False
-  cond = {n: np.asarray(batch[n])[:1] for n in model.spec.w}
+  cond = {n: jax.ShapeDtypeStruct((1,) + tuple(modalities[n][0]), modalities[n][1])
+          for n in model.spec.w}
   try:
     jax.eval_shape(lambda p, c: model.translate(p, jax.random.PRNGKey(0), c, model.spec.x),
                    params, cond)
@@ -112,8 +114,7 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   result["round_trip_accuracy"] = likelihood.round_trip_accuracy(
       model, params, data.test_batches(batch_size))
   result["coherence"] = {}
-  first, _ = next(iter(data.test_batches(1)))
-  for target in model.spec.w if generates_x_from_w(model, params, first) else ():
+  for target in model.spec.w if generates_x_from_w(model, params, data.modalities) else ():
     if model.spec.modality(target).likelihood == "categorical" or \
         len(model.spec.modality(target).shape) == 1:
       clf = coherence_classifier(model, data, workdir, target, opts["seed"])

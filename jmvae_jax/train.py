@@ -127,6 +127,11 @@ def _first_non_finite(history):
   return None
 
 
+def _key_ints(key) -> list[int]:
+  """A PRNG key as the list of ints a checkpoint's metadata holds."""
+  return [int(v) for v in np.asarray(jax.device_get(key))]
+
+
 def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng,
                   batch_size: int):
   """The base random key to resume with, once the checkpoint's metadata is known to
@@ -134,7 +139,7 @@ def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, r
   this holds where it is missing) and the same number of batches per epoch."""
   for field, saved, here in (
       ("train.batch_size", meta.get("batch_size"), batch_size),
-      ("seed (its key)", meta.get("rng"), [int(v) for v in np.asarray(jax.device_get(rng))])):
+      ("seed (its key)", meta.get("rng"), _key_ints(rng))):
     if saved is not None and saved != here:
       raise ConfigError(f"checkpoint {step} in {directory} was trained with config.{field} "
                         f"{saved}, not {here}: resume with the run's own config, or use a "
@@ -262,7 +267,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise
 
   step_fn = jit_train_step(model, loss_fn, optimizer, precision)
-  saved_rng = [int(v) for v in jax.device_get(rng)]   # the base key, in every checkpoint
+  saved_rng = _key_ints(rng)   # the base key, in every checkpoint
   writer = writers.Writer(workdir, resumed_at=start)
   progress = writers.Progress(start, total)
   warmup = config.objective.get("warmup_epochs", 0)

@@ -88,10 +88,9 @@ def test_coherence_is_only_prepared_for_models_that_generate_x_from_w(objective,
   c = tiny_config("unused")
   c.objective.name = objective
   model, _ = jmvae_jax.build(c)
-  batch = {"image": np.zeros((2, 32, 32, 3), np.float32),
-           "attributes": np.ones((2, 7), np.float32)}
+  modalities = {"image": ((32, 32, 3), "float32"), "attributes": ((7,), "float32")}
   params = model.init(jax.random.PRNGKey(0))
-  assert evaluate.generates_x_from_w(model, params, batch) is generates
+  assert evaluate.generates_x_from_w(model, params, modalities) is generates
 
 
 def test_a_model_of_x_alone_generates_nothing_from_w():
@@ -103,8 +102,8 @@ def test_a_model_of_x_alone_generates_nothing_from_w():
   c.model.modalities = ml_collections.ConfigDict({"image": c.model.modalities.image})
   model, _ = jmvae_jax.build(c)
   params = model.init(jax.random.PRNGKey(0))
-  batch = {"image": np.zeros((2, 32, 32, 3), np.float32)}
-  assert model.spec.w == () and not evaluate.generates_x_from_w(model, params, batch)
+  modalities = {"image": ((32, 32, 3), "float32")}
+  assert model.spec.w == () and not evaluate.generates_x_from_w(model, params, modalities)
 
 
 def test_a_test_split_missing_a_modality_is_named():

@@ -39,7 +39,8 @@ def test_figures_draw_what_each_objective_can_generate(objective, expected):
       model.translate(params, jax.random.PRNGKey(2), {"image": batch["image"]}, "label")
 
 
-GREEN, RED, BLACK, WHITE, BLUE = [0.1, 0.7, 0.1], [0.8, 0.1, 0.1], [0, 0, 0], [1, 1, 1], [0.1, 0.2, 0.9]
+GREEN, RED, BLACK, WHITE = [0.1, 0.7, 0.1], [0.8, 0.1, 0.1], [0, 0, 0], [1, 1, 1]
+BLUE = [0.1, 0.2, 0.9]
 
 
 def test_strips_are_drawn_by_the_modality_not_by_the_values():
