@@ -16,7 +16,7 @@ import ml_collections
 from jmvae_jax.errors import ConfigError, allowed, is_int
 
 NAMES = ("mnist", "fashion_mnist", "celeba", "shapes")
-SOURCES = {"mnist": ("tfds", "idx"), "fashion_mnist": ("tfds", "idx"),
+SOURCES = {"mnist": ("tfds", "idx", "pickle"), "fashion_mnist": ("tfds", "idx"),
            "celeba": ("tfds", "release"), "shapes": ("generated",)}
 SPLITS = ("paper", "authors")
 BINARIZE = ("dynamic", "static", "none")

