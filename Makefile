@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
-	$(PY) -m jmvae_jax.demo
+	$(PY) launch.py --config=configs/shapes.py --workdir=workdirs/demo --mode=demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

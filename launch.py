@@ -1,12 +1,11 @@
 """Train or evaluate a model of the JMVAE family.
 
   python launch.py --config=configs/mnist.py --workdir=/tmp/mnist \
-      [--config.objective.alpha=0.01 ...] [--mode=train|evaluate]
+      [--config.objective.alpha=0.01 ...] [--mode=train|evaluate|demo]
 
 Running the same command again resumes from the latest checkpoint in --workdir.
 """
 import os
-import re
 import signal
 import sys
 
@@ -30,36 +29,13 @@ from ml_collections import config_flags   # noqa: E402
 config_flags.DEFINE_config_file("config", None, "A config file (configs/*.py[:arg]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and figures go.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "Train (and resume), or estimate "
-                  "test log-likelihoods from the latest checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "demo"], "train (and resume); "
+                  "evaluate: estimate test log-likelihoods from the latest checkpoint; demo: "
+                  "train, then report cross-modal accuracies and the figures.")
 flags.DEFINE_bool("multihost", False, "Join a multi-process run through "
                   "jax.distributed.initialize() (its coordinator and process ids come from "
                   "the cluster environment).")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _config_flag_error(e: Exception, argv) -> str:
-  """One line for a --config / --config.FIELD that could not be used."""
-  if isinstance(e, SyntaxError):
-    return f"--config: {e.filename} is not a Python config file ({e.msg}, line {e.lineno})"
-  # A KeyError's str() is the repr of its message: its first argument is the text.
-  raw = e.args[0] if isinstance(e, KeyError) and e.args else e
-  text = " ".join(str(raw).replace("\\n", " ").split())
-  if isinstance(e, (AttributeError, KeyError)):   # ml_collections: no such field (a section
-    m = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)   # raises KeyError)
-    words = re.findall(r"\w+", text)
-    name = m.group(2) if m else (words[0] if words else "")
-    flag = next((a.split("=")[0] for a in argv if name and a.startswith("--config.") and
-                 re.search(rf"\.{name}(\.|$)", a.split("=")[0])), None)
-    # A KeyError not about an override (raised by the config file itself) is shown as is.
-    if flag or (isinstance(e, AttributeError) and name):
-      return (f"{flag or '--config.' + name}: no such config field"
-              + (f"; did you mean {m.group(1)!r}?" if m else ""))
-  missing = re.search(r"No such file or directory: '([^']+)'", text)
-  if missing:
-    return f"--config: no such config file {missing.group(1)!r} (see configs/*.py)"
-  last = [l for l in str(e).splitlines() if l.strip()][-1].strip()   # the innermost error
-  return re.sub(r"^[\w.]*(Error|Exception): ", "", last)
 
 
 def parse_flags(argv):
@@ -70,7 +46,8 @@ def parse_flags(argv):
     flags.FLAGS.config.to_dict()   # a config that failed to load raises here, not in the run
   except (flags.Error, AttributeError, KeyError, OSError, SyntaxError, TypeError,
           ValueError) as e:
-    print(f"error: {_config_flag_error(e, argv)}", file=sys.stderr)
+    from jmvae_jax.main import config_flag_error
+    print(f"error: {config_flag_error(e, argv)}", file=sys.stderr)
     sys.exit(2)
   if len(rest) > 1:
     print(f"error: unexpected arguments {rest[1:]}; options are --config, --workdir, --mode, "
@@ -83,11 +60,12 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.ERROR)   # Orbax and tfds narrate every file they touch
-  from jmvae_jax import cli, evaluate, input_pipeline, train  # noqa: F401  (the slow imports)
+  from jmvae_jax import data, main as library, train  # noqa: F401  (the slow imports)
+  from jmvae_jax.data import core  # noqa: F401  (TensorFlow)
   if signal.getsignal(signal.SIGINT) is _hold_ctrl_c:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-  cli.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode,
-          interrupted=bool(_CTRL_C), multihost=flags.FLAGS.multihost)
+  library.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode,
+              interrupted=bool(_CTRL_C), multihost=flags.FLAGS.multihost)
 
 
 if __name__ == "__main__":

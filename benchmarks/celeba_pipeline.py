@@ -7,7 +7,7 @@ writes a stand-in in a temporary directory: ``--images`` JPEGs of that size, smo
 random colour fields with grain, encoded at quality 90 (their mean size is printed:
 the real img_align_celeba.zip holds about 7 KB per image), and the two list files.
 It then times, each in the way a training run meets them:
-- the build: ``input_pipeline.load`` with ``source="release"`` decoding, cropping,
+- the build: ``data.load`` with ``source="release"`` decoding, cropping,
   resizing to 64x64 and writing the tfds cache (once per release);
 - the training input: one epoch of ``train_batches`` (PNG decode, shuffle, batch);
 - the train step of ``configs/celeba.py`` at the same batch size, on this machine's
@@ -35,8 +35,8 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.common import command, machine  # noqa: E402
 from benchmarks.train_throughput import config_step  # noqa: E402
 from configs import celeba  # noqa: E402
-from jmvae_jax import input_pipeline  # noqa: E402
-from jmvae_jax.data_config import CELEBA_ATTRIBUTES  # noqa: E402
+from jmvae_jax import data as data_lib  # noqa: E402
+from jmvae_jax.data.celeba import ATTRIBUTES as CELEBA_ATTRIBUTES  # noqa: E402
 
 FULL_RELEASE = 202_599   # images in img_align_celeba
 
@@ -101,7 +101,7 @@ def main():
     cfg = dict(name="celeba", source="release", data_dir=release,
                cache_dir=os.path.join(root, "cache"), celeba_split="official")
     t = time.perf_counter()
-    data = input_pipeline.load(cfg, seed=0, process_index=0, process_count=1)
+    data = data_lib.load(cfg, seed=0, process_index=0, process_count=1)
     build_s = time.perf_counter() - t
     build_rate = args.images / build_s
     print(f"build: {build_s:.1f} s, {build_rate:,.0f} images/s; the full release "

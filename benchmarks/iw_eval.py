@@ -3,7 +3,7 @@
   .venv/bin/python benchmarks/iw_eval.py                 # ~1-2 minutes on 2 CPU cores
   .venv/bin/python benchmarks/iw_eval.py --examples=256 --loop_examples=32 --rounds=5
 
-Reports importance samples per second of ``likelihood.estimate`` beside
+Reports importance samples per second of ``eval.estimate`` beside
 (a) a ceiling: the dense float32 matmul rate of this machine (benchmarks/common.py:
     sustained [rows, 512] x [512, 512] matmuls at the evaluator's row count, the
     model's main layer shape, measured in the same run), divided by the matmul FLOPs per importance
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import jmvae_jax  # noqa: E402
 from configs import mnist  # noqa: E402
 from jmvae_jax import distributions as D  # noqa: E402
-from jmvae_jax import likelihood as L  # noqa: E402
+from jmvae_jax import eval as L, schema  # noqa: E402
 from benchmarks.common import command, kernel_flops, machine, matmul_rate  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def parse_args(argv=None):
   p.add_argument("--loop_examples", type=int, default=8)
   p.add_argument("--loop_rounds", type=int, default=3)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--matmul_precision", default="highest", choices=L.MATMUL_PRECISIONS,
+  p.add_argument("--matmul_precision", default="highest", choices=schema.MATMUL_PRECISIONS,
                  help="of the evaluator, the loop and the ceiling alike (config.eval)")
   return p.parse_args(argv)
 
@@ -126,9 +126,9 @@ def make_batches(images, labels, batch_size):
 
 def main(argv=None):
   args = parse_args(argv)
-  opts = L.check_options(k=args.k, prior_samples=1, chunk_size=max(args.chunk_size, 1),
-                         seed=args.seed, batch_size=args.batch_size,
-                         matmul_precision=args.matmul_precision)
+  opts = L.options(k=args.k, prior_samples=1, chunk_size=max(args.chunk_size, 1),
+                   seed=args.seed, batch_size=args.batch_size,
+                   matmul_precision=args.matmul_precision)
   precision = jax.default_matmul_precision(args.matmul_precision)
   config = mnist.get_config()
   model, _ = jmvae_jax.build(config)

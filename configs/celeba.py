@@ -10,16 +10,30 @@ The GAN of JMVAE-GAN is a later addition; this config trains the JMVAE-kl part.
 """
 import ml_collections
 
-from configs import mnist
-from jmvae_jax import data_config
+from configs import common, mnist
 
 FILTERS = (64, 128, 256, 256)   # the authors' four 4x4 stride-2 convolutions
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  mnist.check_arg(arg, "celeba.py")
-  c = mnist.get_config()
-  c.data = data_config.default_config("celeba")
+  common.check_arg(arg, "celeba.py")
+  c = common.get_config()
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "celeba"
+  c.data.source = "tfds"        # tfds (celeb_a) | release (the release files in data_dir)
+  c.data.data_dir = ""          # tfds: its data dir ("" = tfds's default); release: the folder
+                                # holding img_align_celeba.zip (or img_align_celeba/),
+                                # list_attr_celeba.txt and list_eval_partition.txt
+  c.data.download = False       # tfds only: let tfds download celeb_a (needs network)
+  c.data.image_size = 64        # S: faces are centre-cropped and resized to S x S
+  c.data.crop = 0               # side of the centred square crop before resizing; 0: the largest
+  c.data.celeba_split = "paper" # paper: a random test_fraction of all images (by split_seed);
+                                # official: list_eval_partition's train (0) and test (2)
+  c.data.test_fraction = 0.1
+  c.data.split_seed = 0
+  c.data.shuffle_buffer = 20_000   # examples: the order of an epoch streamed from disk
+  c.data.cache_dir = ""         # release: where the built dataset goes ("" = <data_dir>/tfds)
+  c.model = mnist.model_config()
   c.model.latent_dim = 128
   c.model.activation = "relu"          # the paper: ReLU
   c.model.norm = "none"                # the paper names none; "layer" (see BUILD_NOTES.md)

@@ -3,13 +3,12 @@
 Offline, from Debian's package ``dataset-fashion-mnist``:
   python launch.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
 """
-from configs import mnist
-from jmvae_jax import data_config
+from configs import common, mnist
 
 
 def get_config(arg: str = ""):
-  mnist.check_arg(arg, "fashion_mnist.py")
+  common.check_arg(arg, "fashion_mnist.py")
   c = mnist.get_config(arg)
-  c.data = data_config.default_config("fashion_mnist")
+  c.data = mnist.data_config("fashion_mnist")
   c.data.source = "idx"        # /usr/share/datasets/fashion-mnist; "tfds" where it downloads
   return c

@@ -1,23 +1,30 @@
 """The paper's MNIST set-up: x = 28x28 binarised image, w = digit label; JMVAE-kl.
 
   python launch.py --config=configs/mnist.py --workdir=/tmp/mnist \
-      --config.objective.name=jmvae_zero --config.data.source=idx \
-      --config.data.data_dir=/path/to/idx/files
+      --config.data.source=pickle --config.data.data_dir=/path/to/mnist.pkl.gz
 
 ``get_config("smoke")`` shrinks everything for a laptop or a test. Every field
 below can be overridden from the command line as ``--config.SECTION.FIELD=VALUE``.
 """
 import ml_collections
 
-from jmvae_jax import data_config, errors, likelihood
-
-ARGS = ("", "smoke")   # --config=configs/FILE.py:ARG; "smoke": a tiny run for tests, laptops
+from configs import common
 
 
-def check_arg(arg: str, config_file: str) -> None:
-  """A one-line error for an unknown --config=FILE:ARG, before any run starts."""
-  if arg not in ARGS:
-    raise errors.allowed(f"--config=configs/{config_file}:ARG", arg, ARGS)
+def data_config(name: str = "mnist") -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.name = name             # mnist | fashion_mnist
+  d.source = "tfds"         # tfds | idx (the four IDX files) | pickle (mnist.pkl.gz, MNIST only)
+  d.data_dir = ""           # tfds: its data dir ("" = tfds's default); idx: the directory of the
+                            # IDX files ("" = /usr/share/datasets/fashion-mnist for fashion_mnist);
+                            # pickle: mnist.pkl.gz or the directory holding it
+  d.download = False        # tfds only: let tfds download a dataset it lacks (needs network)
+  d.split = "paper"         # paper: the first num_train training images; authors: all 60,000
+  d.num_train = 50_000      # the paper split's size
+  d.binarize = "dynamic"    # dynamic: Bernoulli(intensity) per (seed, epoch, image); static:
+                            # once, by binarize_seed; none: grey levels
+  d.binarize_seed = 0       # the fixed seed of the test (and static) binarisation, not the run's
+  return d
 
 
 def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
@@ -37,51 +44,11 @@ def model_config(hidden=(512, 512)) -> ml_collections.ConfigDict:
   return m
 
 
-def objective_config() -> ml_collections.ConfigDict:
-  o = ml_collections.ConfigDict()
-  o.name = "jmvae_kl"      # jmvae | jmvae_zero | jmvae_kl | vae | cvae | cmma | package.module:fn
-  o.alpha = 0.1            # JMVAE-kl's alpha (the paper's table: 0.01, 0.1, 1)
-  o.warmup_epochs = 200    # N_t: the prior-KL weight rises linearly from 0 to 1 (0: off)
-  o.warmup_scope = "prior" # "prior": the authors' code; "all": the alpha terms too (MultiVae)
-  return o
-
-
-def optim_config() -> ml_collections.ConfigDict:
-  o = ml_collections.ConfigDict()
-  o.learning_rate = 1e-3
-  o.b1 = 0.9
-  o.b2 = 0.999
-  o.eps = 1e-4                # the authors' Adam epsilon
-  o.clip_global_norm = 5.0    # the authors' clipping: global norm, then ...
-  o.clip_value = 1.0          # ... element-wise to [-1, 1]; 0 disables either
-  return o
-
-
-def train_config() -> ml_collections.ConfigDict:
-  t = ml_collections.ConfigDict()
-  t.batch_size = 100            # global, over all devices and processes
-  t.epochs = 500                # MultiVae's reproduction; the authors' code: 100
-  t.max_steps = 0               # stop earlier than epochs allow (0: off)
-  t.log_every_steps = 500
-  t.eval_every_epochs = 10      # the test bound and figures (0: only at the end)
-  t.checkpoint_every_steps = 5000
-  t.keep_checkpoints = 3
-  t.matmul_precision = "highest"   # float32 products in the train step and its test bound;
-                           # "default" lets a GPU use TF32 (faster, less exact); no effect
-                           # on a CPU; free to change when resuming
-  return t
-
-
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  check_arg(arg, "mnist.py")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = data_config.default_config("mnist")
+  common.check_arg(arg, "mnist.py")
+  c = common.get_config()
+  c.data = data_config()
   c.model = model_config()
-  c.objective = objective_config()
-  c.optim = optim_config()
-  c.train = train_config()
-  c.eval = likelihood.eval_config()   # k = 5000, prior_samples = 5000, chunks, seed
   if arg == "smoke":
     c.model = model_config(hidden=(64,))
     c.model.latent_dim = 8

@@ -6,17 +6,28 @@ bottom, red, green, blue). Runs anywhere with no download, in minutes on 2 cores
 """
 import ml_collections
 
-from configs import mnist
-from jmvae_jax import data_config
+from configs import common
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  mnist.check_arg(arg, "shapes.py")
-  c = mnist.get_config()
-  c.data = data_config.default_config("shapes")
+  common.check_arg(arg, "shapes.py")
+  c = common.get_config()
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "shapes"
+  c.data.source = "generated"   # drawn with numpy, written once as a tfds dataset
+  c.data.data_dir = ""          # where that dataset goes ("" = <tmp>/jmvae_jax_tfds)
+  c.data.download = False       # unused: nothing to download
   c.data.num_train = 20_000
   c.data.num_test = 2_000
+  c.data.image_size = 32        # S: S x S RGB images
+  c.data.data_seed = 0          # the generation seed: the same data in every run
+  c.model = ml_collections.ConfigDict()
   c.model.latent_dim = 16
+  c.model.x = "image"
+  c.model.activation = "leaky_relu"
+  c.model.variance_param = "log"
+  c.model.joint_hidden = ()
+  c.model.norm = "none"
   c.model.modalities = ml_collections.ConfigDict()
   c.model.modalities.image = dict(likelihood="bernoulli", shape=(32, 32, 3),
                                   hidden=(512, 512), decoder_hidden=(512, 512))

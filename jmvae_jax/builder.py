@@ -1,40 +1,27 @@
-"""From a config to a Model, an objective and its keyword options, validated.
+"""From a config to a Model and its objective: ``build(config) -> (model, loss_fn)``.
 
-Every check here runs in Python on the config alone, before anything is traced
-or compiled, and fails with a one-line ConfigError naming the field.
+The model and objective sections are checked against the schema first (one-line
+ConfigErrors naming the field, before anything is traced or compiled).
 """
 from __future__ import annotations
 
 import functools
 
-from jmvae_jax import objectives
-from jmvae_jax.errors import ConfigError, allowed
+from jmvae_jax import objectives, schema
 from jmvae_jax.model import Model, spec_from_config
-
-
-def objective_options(obj_cfg) -> dict:
-  """The static keyword options of the objective: alpha and the warm-up scope."""
-  alpha = obj_cfg.get("alpha", 0.0)
-  if not isinstance(alpha, (int, float)) or alpha < 0:
-    raise ConfigError(f"config.objective.alpha={alpha!r} must be a number >= 0")
-  scope = obj_cfg.get("warmup_scope", "prior")
-  if scope not in objectives.WARMUP_SCOPES:
-    raise allowed("config.objective.warmup_scope", scope, objectives.WARMUP_SCOPES)
-  warmup = obj_cfg.get("warmup_epochs", 0)
-  if not isinstance(warmup, (int, float)) or warmup < 0:
-    raise ConfigError(f"config.objective.warmup_epochs={warmup!r} must be a number >= 0")
-  return {"alpha": float(alpha), "warmup_scope": scope}
 
 
 def build(config):
   """(model, loss_fn) for ``config``; ``loss_fn(model, params, batch, rng, *,
   kl_weight, reduce)`` has alpha and the warm-up scope bound."""
-  if "objective" not in config or "name" not in config.objective:
-    raise ConfigError("config.objective.name is missing; allowed: "
-                      + ", ".join(sorted(objectives.REGISTRY)))
-  objective = objectives.get(config.objective.name)
-  options = objective_options(config.objective)
-  model = Model(spec_from_config(config.model, objective.components))
+  return from_checked(schema.check(config, sections=("model", "objective")))
+
+
+def from_checked(c):
+  """``build`` of a config that ``schema.check`` has checked and completed."""
+  objective = objectives.get(c.objective.name)
+  options = {"alpha": c.objective.alpha, "warmup_scope": c.objective.warmup_scope}
+  model = Model(spec_from_config(c.model, objective.components))
   return model, checked_loss(functools.partial(objective.fn, **options))
 
 

@@ -1,9 +1,9 @@
 """A modality: its declared shape, its likelihood, and how data enters a network.
 
-A modality is declared in the config (``config.model.modalities.NAME``) with a
-likelihood, a shape and a network; everything else (encoder inputs, decoder
-output sizes, log-likelihoods, generation) follows from this module, so a new
-modality is a config change.
+A modality is declared in the config (``config.model.modalities.NAME``, its fields
+checked by ``schema.check_modality``) with a likelihood, a shape and a network;
+everything else (encoder inputs, decoder output sizes, log-likelihoods, generation)
+follows from this module, so a new modality is a config change.
 
 Data conventions:
 * ``bernoulli``: values in [0, 1] of the declared shape (e.g. (28, 28, 1)).
@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmvae_jax import distributions as D
-from jmvae_jax.errors import ConfigError, allowed, is_int
+from jmvae_jax.errors import ConfigError
 
 NETWORKS = ("mlp", "conv64")
 MEAN_ACTIVATIONS = {"identity": lambda m: m, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
-GAUSSIAN_ONLY = ("variance", "learn_variance", "mean_activation")   # fields of its decoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,69 +151,8 @@ def batch_dims(spec: ModalitySpec, x) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------
-# Validation: one-line errors naming the field, before anything compiles.
+# Data checks: one-line errors naming the batch entry, before anything compiles.
 # ----------------------------------------------------------------------------
-
-def spec_from_config(name: str, cfg: Mapping[str, Any]) -> ModalitySpec:
-  """Builds and validates a ModalitySpec from ``config.model.modalities.NAME``."""
-  field = f"config.model.modalities.{name}"
-  known = {f.name for f in dataclasses.fields(ModalitySpec)} - {"name"}
-  unknown = sorted(set(cfg) - known)
-  if unknown:
-    raise ConfigError(f"{field} has unknown field(s) {unknown}; allowed: {sorted(known)}")
-  if "likelihood" not in cfg or "shape" not in cfg:
-    raise ConfigError(f"{field} needs 'likelihood' ({', '.join(LIKELIHOODS)}) and 'shape'")
-  for f in ("shape", "hidden", "decoder_hidden", "filters"):
-    if f in cfg and not isinstance(cfg[f], (list, tuple)):
-      raise ConfigError(f"{field}.{f}={cfg[f]!r} must be a tuple of positive ints")
-  kw = {k: tuple(int(d) if is_int(d) else d for d in v) if isinstance(v, (list, tuple)) else v
-        for k, v in cfg.items()}
-  spec = ModalitySpec(name=name, **kw)
-  if spec.likelihood not in LIKELIHOODS:
-    raise allowed(f"{field}.likelihood", spec.likelihood, LIKELIHOODS)
-  if spec.network not in NETWORKS:
-    raise allowed(f"{field}.network", spec.network, NETWORKS)
-  if spec.mean_activation not in MEAN_ACTIVATIONS:
-    raise allowed(f"{field}.mean_activation", spec.mean_activation, MEAN_ACTIVATIONS)
-  if not spec.shape or any(not isinstance(d, int) or d <= 0 for d in spec.shape):
-    raise ConfigError(f"{field}.shape={spec.shape!r} must be a non-empty tuple of positive ints")
-  if spec.likelihood == "categorical" and len(spec.shape) != 1:
-    raise ConfigError(f"{field}.shape={spec.shape!r}: a categorical modality has shape (num_classes,)")
-  if spec.network == "conv64" and spec.shape[:2] != (64, 64):
-    raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
-  if spec.network == "conv64" and len(spec.shape) != 3:
-    raise ConfigError(f"{field}.shape={spec.shape!r}: network 'conv64' needs shape (64, 64, C)")
-  if isinstance(spec.variance, bool) or not isinstance(spec.variance, (int, float, np.number)) \
-      or spec.variance <= 0:
-    raise ConfigError(f"{field}.variance={spec.variance!r} must be a number > 0")
-  if not isinstance(spec.learn_variance, bool):
-    raise ConfigError(f"{field}.learn_variance={spec.learn_variance!r} must be True or False")
-  for f in ("hidden", "decoder_hidden", "filters"):
-    if any(not isinstance(h, int) or h <= 0 for h in getattr(spec, f)):
-      raise ConfigError(f"{field}.{f}={getattr(spec, f)!r} must hold positive ints")
-  if not is_int(spec.dense) or spec.dense <= 0:
-    raise ConfigError(f"{field}.dense={spec.dense!r} must be an int > 0")
-  if spec.network == "conv64" and len(spec.filters) != 4:
-    raise ConfigError(f"{field}.filters={spec.filters!r}: network 'conv64' has four "
-                      "convolutions (64 to 4 pixels), so four filter counts")
-  _refuse_unused(field, spec, set(cfg))
-  return spec
-
-
-def _refuse_unused(field: str, spec: ModalitySpec, given: set) -> None:
-  """A field given that the modality's likelihood or network does not use is an error,
-  not silently ignored."""
-  by_likelihood = () if spec.likelihood == "gaussian" else GAUSSIAN_ONLY
-  if spec.learn_variance:
-    by_likelihood += ("variance",)   # the decoder predicts it
-  by_network = {"mlp": ("filters", "dense"), "conv64": ("hidden", "decoder_hidden")}
-  for f in sorted(given & set(by_likelihood)):
-    user = "learn_variance=True" if f == "variance" and spec.learn_variance else \
-        f"a {spec.likelihood} modality"
-    raise ConfigError(f"{field}.{f} is not used by {user}; remove it")
-  for f in sorted(given & set(by_network[spec.network])):
-    raise ConfigError(f"{field}.{f} is not used by network {spec.network!r}; remove it")
-
 
 def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:
   """Raises a one-line ConfigError if ``x`` does not match the declared modality: its

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jmvae_jax import distributions as D
 from jmvae_jax import modalities as M
 from jmvae_jax import networks
-from jmvae_jax.errors import ConfigError, allowed, is_int
+from jmvae_jax.errors import ConfigError
 
 Params = Mapping[str, Any]
 Batch = Mapping[str, jax.Array]
@@ -71,43 +71,19 @@ def full_components(names, x):
 
 
 def spec_from_config(model_cfg, components=full_components) -> ModelSpec:
-  """Validates ``config.model`` and builds the ModelSpec.
+  """The ModelSpec of a checked ``config.model`` (``schema.check_model``).
 
   ``components(names, x) -> (encoder subsets, decoders)`` comes from the objective.
   """
-  if not model_cfg.get("modalities"):
-    raise ConfigError("config.model.modalities is empty; declare at least one modality")
-  mods = tuple(M.spec_from_config(n, dict(c)) for n, c in sorted(model_cfg.modalities.items()))
+  mods = tuple(M.ModalitySpec(name=n, **c) for n, c in sorted(model_cfg["modalities"].items()))
   names = tuple(s.name for s in mods)
-  latent = model_cfg.get("latent_dim", 64)
-  if not is_int(latent) or latent <= 0:
-    raise ConfigError(f"config.model.latent_dim={latent!r} must be an int > 0")
-  joint = model_cfg.get("joint_hidden", ())
-  if not isinstance(joint, (list, tuple)) or any(not is_int(h) or h <= 0 for h in joint):
-    raise ConfigError(f"config.model.joint_hidden={joint!r} must be a tuple of positive ints "
-                      "(() for none)")
-  x = model_cfg.get("x", names[0])
-  if x not in names:
-    raise allowed("config.model.x", x, names)
-  activation = model_cfg.get("activation", "leaky_relu")
-  if activation not in networks.ACTIVATIONS:
-    raise allowed("config.model.activation", activation, networks.ACTIVATIONS)
-  variance = model_cfg.get("variance_param", "log")
-  if variance not in networks.VARIANCE_PARAMS:
-    raise allowed("config.model.variance_param", variance, networks.VARIANCE_PARAMS)
-  norm = model_cfg.get("norm", "none")
-  if norm not in networks.NORMS:
-    raise allowed("config.model.norm", norm, networks.NORMS)
-  if norm != "none" and all(s.network == "mlp" for s in mods):
-    raise ConfigError(f"config.model.norm={norm!r} normalises inside convolutional networks; "
-                      "this model has none (every modality's network is 'mlp')")
-  encoders, decoders = components(names, x)
+  encoders, decoders = components(names, model_cfg["x"])
   return ModelSpec(
-      modalities=mods, latent_dim=int(latent), x=x,
+      modalities=mods, latent_dim=model_cfg["latent_dim"], x=model_cfg["x"],
       encoders=tuple(tuple(sorted(e)) for e in encoders),
       decoders=tuple((t, tuple(sorted(c))) for t, c in decoders),
-      joint_hidden=tuple(int(h) for h in joint),
-      activation=activation, variance_param=variance, norm=norm)
+      joint_hidden=tuple(model_cfg["joint_hidden"]), activation=model_cfg["activation"],
+      variance_param=model_cfg["variance_param"], norm=model_cfg["norm"])
 
 
 def _fold(x: jax.Array, lead: tuple[int, ...]) -> jax.Array:
@@ -138,9 +114,8 @@ class Model:
 
     Called on a concrete key, the initialisers run as one program, on a CPU compiled at
     XLA's lowest backend optimisation: they run once, and optimising their hundreds of
-    random-number loops took longer than running them (CelebA on a 2-core CPU: 6 s
-    instead of 15 s from call to parameters; BUILD_NOTES.md). The values differ from
-    an optimised program's in the last bit or so. A traced key (under ``jit``, ``vmap``
+    random-number loops takes longer than running them (BUILD_NOTES.md). The values
+    differ from an optimised program's in the last bit or so. A traced key (under ``jit``, ``vmap``
     or ``eval_shape``) makes them part of the caller's program; a concrete key captured
     inside a jitted function still compiles them on their own, as constants."""
     if isinstance(rng, jax.core.Tracer) or jax.config.jax_disable_jit:

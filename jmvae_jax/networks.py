@@ -133,7 +133,7 @@ class StrideTwoConv(nn.Module):
   (``up=True``), with nn.Conv's / nn.ConvTranspose's parameters (``kernel`` [4, 4, C, F],
   ``bias``) and initialisers. ``impl="auto"`` computes it with XLA's convolutions on
   accelerators and as matmuls over patches on a CPU, where XLA's convolution gradients
-  run at a few GFLOP/s (BUILD_NOTES.md); both compute the same function of a
+  are slow (BUILD_NOTES.md); both compute the same function of a
   [batch, H, W, C] input, in the promoted dtype of input and parameters."""
   features: int
   up: bool = False

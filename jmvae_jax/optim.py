@@ -5,8 +5,8 @@ in stages that XLA:CPU turns into four loops over every parameter array: the cli
 gradient is written out and read back. ``clipped_adam`` does the element-wise work of
 all of them in one function per parameter array. XLA:CPU still emits three loops per
 array (the two moments and the parameter), so it saves about a sixth of the memory
-traffic, worth 0-9 % of the MNIST step on a 2-core CPU (BUILD_NOTES.md). Its state is
-optax's ``ScaleByAdamState``; tests check it against the chain.
+traffic (BUILD_NOTES.md). Its state is optax's ``ScaleByAdamState``; tests check it
+against the chain.
 """
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""Training state, the optimiser and the pure jitted step.
+"""Training: the state, the pure jitted step, and the one loop with side effects.
 
 The step ``train_step(state, batch, rng, kl_weight) -> (state, metrics)`` is a
-module-level pure function; everything static (model, loss, optimiser) is bound
-with ``functools.partial`` before ``jax.jit``. Its randomness is
-``fold_in(rng, step)``, so a resumed run draws the same numbers.
+module-level pure function; everything static (model, loss, optimiser) is bound with
+``functools.partial`` before ``jax.jit``. Its randomness is ``fold_in(rng, step)``, so a
+resumed run draws the same numbers. ``train_and_evaluate`` owns the side effects: the
+workdir, the data, the writers, the checkpoints.
 """
 from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import flax.struct
@@ -17,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jmvae_jax import optim
-from jmvae_jax.errors import ConfigError, allowed
-from jmvae_jax.likelihood import MATMUL_PRECISIONS
+from jmvae_jax import builder, optim, parallel, schema
+from jmvae_jax.eval import loop
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -29,19 +30,9 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(optim_cfg) -> optax.GradientTransformation:
-  """Adam after the authors' clipping: global norm, then element-wise (optim.py). Fields
-  missing from ``optim_cfg`` take ``optim.clipped_adam``'s defaults."""
-  rules = {"learning_rate": (lambda x: x > 0, "> 0"),
-           "b1": (lambda x: 0 <= x < 1, "in [0, 1)"), "b2": (lambda x: 0 <= x < 1, "in [0, 1)"),
-           "eps": (lambda x: x >= 0, ">= 0"),
-           "clip_global_norm": (lambda x: x >= 0, ">= 0 (0: off)"),
-           "clip_value": (lambda x: x >= 0, ">= 0 (0: off)")}
-  v = {k: optim_cfg[k] for k in rules if k in optim_cfg}
-  for k, value in v.items():
-    ok, want = rules[k]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
-      raise ConfigError(f"config.optim.{k}={value!r} must be a number {want}")
-  return optim.clipped_adam(**v)
+  """Adam after the authors' clipping: global norm, then element-wise (optim.py); the
+  section is checked against the schema first (missing fields take its defaults)."""
+  return optim.clipped_adam(**schema.check_section("optim", optim_cfg))
 
 
 def init_state(model, optimizer, rng) -> TrainState:
@@ -73,86 +64,56 @@ def jit_train_step(model, loss_fn, optimizer, matmul_precision: str = "highest")
 
 
 # ----------------------------------------------------------------------------
-# Evaluation of the training bound on the test split (exact over a padded batch).
+# The training bound on the test split, through the one masked loop.
 # ----------------------------------------------------------------------------
 
-def eval_step(params, batch, mask, rng, *, model, loss_fn):
-  """Masked sums of the per-example terms (kl_weight 1: the true bound)."""
+def bound_values(params, batch, mask, rng, *, model, loss_fn):
+  """Every term of the objective per example (kl_weight 1: the true bound), 0 at padding."""
   _, terms = loss_fn(model, params, batch, rng, kl_weight=1.0, reduce=False)
-  mask = mask.astype(jnp.float32)
-  return {k: jnp.sum(v * mask) for k, v in terms.items()}, jnp.sum(mask)
+  return {k: jnp.where(mask > 0, v, 0.0) for k, v in terms.items()}
 
 
-def evaluate_bound(eval_fn, params, data, batch_size, mesh, rng) -> dict:
-  """The mean of every term of the objective over the whole test split."""
-  from jmvae_jax import parallel
-  sums, count = {}, 0.0
-  for i, (batch, mask) in enumerate(data.test_batches(batch_size)):
-    arrays = parallel.shard_batch(dict(batch, _mask=mask), mesh)
-    mask_arr = arrays.pop("_mask")
-    s, c = eval_fn(params, arrays, mask_arr, jax.random.fold_in(rng, i))
-    sums = {k: sums.get(k, 0.0) + v for k, v in s.items()}
-    count += c
-  return {k: float(v) / float(count) for k, v in jax.device_get(sums).items()}
+def bound_fn(model, loss_fn, matmul_precision: str = "highest"):
+  """``bound_values`` jitted with the model and loss bound."""
+  fn = functools.partial(bound_values, model=model, loss_fn=loss_fn)
+  return jax.jit(jax.default_matmul_precision(matmul_precision)(fn))
+
+
+def evaluate_bound(fn, model, params, data, batch_size, mesh, rng) -> dict:
+  """The mean of every term of the objective over the whole test split; batch i draws
+  its z from ``fold_in(rng, i)``."""
+  batches = iter(range(1 << 62))
+
+  def call(batch, index, mask):
+    del index   # one draw per batch, as the training step draws
+    return fn(params, batch, mask, jax.random.fold_in(rng, next(batches)))
+
+  sums, _, n, _ = loop.run(model, data.test_batches(batch_size), model.spec.read, call,
+                           mesh=mesh, progress=None, total=None, what="test bound")
+  return {k: float(v) / n for k, v in sums.items()}
 
 
 # ----------------------------------------------------------------------------
 # The one loop with side effects.
 # ----------------------------------------------------------------------------
 
-def check_train_config(train_cfg) -> None:
-  for field in ("epochs", "batch_size", "log_every_steps", "checkpoint_every_steps",
-                "keep_checkpoints"):
-    value = train_cfg.get(field)
-    if not isinstance(value, int) or value <= 0:
-      raise ConfigError(f"config.train.{field}={value!r} must be an int > 0")
-  for field in ("eval_every_epochs", "max_steps"):
-    value = train_cfg.get(field, 0)
-    if not isinstance(value, int) or value < 0:
-      raise ConfigError(f"config.train.{field}={value!r} must be an int >= 0 (0: off)")
-  if train_cfg.get("matmul_precision", "highest") not in MATMUL_PRECISIONS:
-    raise allowed("config.train.matmul_precision", train_cfg.matmul_precision,
-                  MATMUL_PRECISIONS)
-
-
 class NonFiniteLoss(FloatingPointError):
   """The loss or a gradient became inf or nan; the last good checkpoint is kept."""
 
 
-def _first_non_finite(history):
-  for step, metrics in history:
+def _mean_metrics(history, wd) -> dict:
+  """The mean of each metric over ``history`` [(step, metrics)], after checking that
+  every value is finite (NonFiniteLoss names the first step that is not)."""
+  fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(history)]
+  for step, metrics in fetched:
     bad = [k for k, v in metrics.items() if not np.isfinite(v)]
     if bad:
-      return step, bad
-  return None
-
-
-def _key_ints(key) -> list[int]:
-  """A PRNG key as the list of ints a checkpoint's metadata holds."""
-  return [int(v) for v in np.asarray(jax.device_get(key))]
-
-
-def _check_resume(meta: dict, step: int, steps_per_epoch: int, directory: str, rng,
-                  batch_size: int):
-  """The base random key to resume with, once the checkpoint's metadata is known to
-  mean the same here: the same batch size and seed (config.json is compared first;
-  this holds where it is missing) and the same number of batches per epoch."""
-  for field, saved, here in (
-      ("train.batch_size", meta.get("batch_size"), batch_size),
-      ("seed (its key)", meta.get("rng"), _key_ints(rng))):
-    if saved is not None and saved != here:
-      raise ConfigError(f"checkpoint {step} in {directory} was trained with config.{field} "
-                        f"{saved}, not {here}: resume with the run's own config, or use a "
-                        "new --workdir")
-  epoch, offset = meta.get("epoch"), meta.get("batch_in_epoch")
-  if None not in (epoch, offset) and epoch * steps_per_epoch + offset != step:
-    raise ConfigError(
-        f"checkpoint {step} in {directory} is at epoch {epoch}, batch {offset}, which is not "
-        f"step {step} at this config's {steps_per_epoch} batches per epoch: the training "
-        "data or the device count changed; use a new --workdir")
-  if "rng" in meta:
-    return jnp.asarray(np.asarray(meta["rng"], np.uint32))
-  return rng
+      raise NonFiniteLoss(
+          f"non-finite {', '.join(bad)} at step {step}; stopped, the last good "
+          f"checkpoint (step {wd.latest_step()}) is kept in {wd.directory}")
+  if not fetched:
+    return {}
+  return {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
 
 
 def _bound_line(step: int, result: dict) -> str:
@@ -160,198 +121,109 @@ def _bound_line(step: int, result: dict) -> str:
       f"{k} {v:.4g}" for k, v in sorted(result.items()))
 
 
-def check_workdir(workdir: str) -> None:
-  """A one-line ConfigError if ``workdir`` cannot be (or become) a writable directory."""
-  path = os.path.abspath(workdir)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f"--workdir={workdir!r} is a file, not a directory")
-  parent = path
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-    raise ConfigError(f"--workdir={workdir!r} cannot be written: {parent!r} is not a "
-                      "writable directory")
+def _total_steps(train_cfg, steps_per_epoch: int) -> tuple[int, str]:
+  """The steps this config asks for, and the field that limits them."""
+  total = train_cfg.epochs * steps_per_epoch
+  if train_cfg.max_steps and train_cfg.max_steps < total:
+    return train_cfg.max_steps, "config.train.max_steps"
+  return total, "config.train.epochs"
 
 
-def _lock(workdir: str):
-  """An exclusive lock on WORKDIR/.lock for this run (process 0; creates the workdir),
-  released at exit or on ``close()``; a one-line ConfigError if another run holds it."""
-  import fcntl
-  import types
-  if jax.process_index() != 0:
-    return types.SimpleNamespace(close=lambda: None)
-  os.makedirs(workdir, exist_ok=True)
-  f = open(os.path.join(workdir, ".lock"), "a+")
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    f.seek(0)
-    holder = f.read().strip() or "another process"
-    f.close()
-    raise ConfigError(f"workdir {workdir!r} is in use by another run ({holder}); wait for "
-                      "it to end or use a new --workdir") from None
-  return f
-
-
-def _sign(lock) -> None:
-  """Writes who holds ``lock`` into it, for the message another run would get."""
-  import socket
-  if hasattr(lock, "truncate"):
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    lock.flush()
+def _report(at, state, model, data, batch_size, mesh, writer, bound, rng) -> dict:
+  """The test bound of ``state``, printed and logged, and the figures (process 0)."""
+  from jmvae_jax import figures
+  t0 = time.time()
+  result = evaluate_bound(bound, model, state.params, data, batch_size, mesh, rng)
+  print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
+  writer.scalars(at, result, prefix="test")
+  if jax.process_index() == 0:
+    batch, real = next(iter(data.test_batches(min(16, batch_size))))
+    batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}   # no padded rows
+    for name, img in figures.model_figures(model, state.params, batch, rng).items():
+      writer.image(at, name, img)
+  return result
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
 
   Returns the last logged training metrics and the last test-bound metrics."""
-  import time
-  from jmvae_jax import builder as build_lib
-  from jmvae_jax import checkpoint, data_config, figures, input_pipeline, parallel, writers
-
-  # Everything that can be checked on the config alone, before any data or compile.
-  model, loss_fn = build_lib.build(config)
-  optimizer = make_optimizer(config.optim)
-  check_train_config(config.train)
-  local_batch = parallel.check_batch_size(config.train.batch_size)
-  data_config.resolve(config.data)
-  check_workdir(workdir)
-  # An existing workdir is locked first (another run may be writing it); the workdir is
-  # read (architecture, run), the data found and the checkpoint restored before anything
-  # is written.
-  lock = _lock(workdir) if os.path.isdir(workdir) else None
-  try:
-    ckpt = checkpoint.Checkpointer(workdir, config, keep=config.train.keep_checkpoints)
-    data = input_pipeline.load(config.data, config.seed)
+  from jmvae_jax import data as data_lib
+  from jmvae_jax.workdir import Workdir, key_ints
+  c = schema.check(config)   # every field, before any data, file or compile
+  model, loss_fn = builder.from_checked(c)
+  optimizer = make_optimizer(c.optim)
+  local_batch = parallel.check_batch_size(c.train.batch_size)
+  with Workdir(workdir, config, write=True, keep=c.train.keep_checkpoints) as wd:
+    data = data_lib.load(c.data, c.seed)
     steps_per_epoch = data.steps_per_epoch(local_batch)
-    total = config.train.epochs * steps_per_epoch
-    if config.train.get("max_steps"):
-      total = min(total, config.train.max_steps)
+    total, limit = _total_steps(c.train, steps_per_epoch)
     mesh = parallel.make_mesh()
-    rng = jax.random.PRNGKey(config.seed)
+    rng = jax.random.PRNGKey(c.seed)
     state = parallel.replicate(init_state(model, optimizer, jax.random.split(rng, 3)[0]), mesh)
-    if ckpt.latest_step() is not None:
+    if wd.latest_step() is not None:
       abstract = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
-      state, meta = ckpt.restore(abstract)
-      rng = _check_resume(meta, int(state.step), steps_per_epoch, ckpt.directory, rng,
-                          config.train.batch_size)
-      print(f"resumed from step {int(state.step)} (epoch {meta.get('epoch')}, batch "
-            f"{meta.get('batch_in_epoch')} of {steps_per_epoch}) in {ckpt.directory}",
-            flush=True)
+      state, rng = wd.resume(abstract, rng, steps_per_epoch, c.train.batch_size)
     _, step_rng, eval_rng = jax.random.split(rng, 3)
+    bound = bound_fn(model, loss_fn, c.train.matmul_precision)
     start = int(state.step)
-    precision = config.train.get("matmul_precision", "highest")
-    eval_fn = jax.jit(jax.default_matmul_precision(precision)(
-        functools.partial(eval_step, model=model, loss_fn=loss_fn)))
     if start >= total:   # nothing to train: the test bound, and the workdir left as it is
-      limit = ("config.train.max_steps" if total < config.train.epochs * steps_per_epoch
-               else "config.train.epochs")
       print(f"the run in {workdir} is complete ({start} steps, this config asks for "
             f"{total}); raise {limit} to train it further", flush=True)
-      result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
+      result = evaluate_bound(bound, model, state.params, data, local_batch, mesh, eval_rng)
       print(_bound_line(start, result), flush=True)
-      ckpt.close()
-      if lock is not None:
-        lock.close()
       return {"train": {}, "test": result, "step": start,
               "figures": os.path.join(workdir, "figures")}
-    lock = lock or _lock(workdir)
-    _sign(lock)
-    ckpt.begin_writing()
-  except BaseException:
-    if lock is not None:
-      lock.close()
-    raise
+    wd.begin_writing()
+    step_fn = jit_train_step(model, loss_fn, optimizer, c.train.matmul_precision)
+    meta = {"batch_size": c.train.batch_size, "rng": key_ints(rng)}
+    return _loop(c, wd, data, model, state, step_fn, bound, (step_rng, eval_rng), meta,
+                 start, total, steps_per_epoch, mesh)
 
-  step_fn = jit_train_step(model, loss_fn, optimizer, precision)
-  saved_rng = _key_ints(rng)   # the base key, in every checkpoint
-  writer = writers.Writer(workdir, resumed_at=start)
+
+def _loop(c, wd, data, model, state, step_fn, bound, rngs, meta, start, total,
+          steps_per_epoch, mesh) -> dict:
+  """Steps from ``start`` to ``total``: logs, evaluates and checkpoints as configured."""
+  from jmvae_jax import writers
+  step_rng, eval_rng = rngs
+  local_batch = parallel.check_batch_size(c.train.batch_size)
+  writer = writers.Writer(wd.path, resumed_at=start)
   progress = writers.Progress(start, total)
-  warmup = config.objective.get("warmup_epochs", 0)
   history, last_train, last_eval = [], {}, {}
-  eval_every = config.train.get("eval_every_epochs", 0)
   step = start
-  print(f"training {config.objective.name} on {data.name}: {total} steps "
-        f"({steps_per_epoch}/epoch, batch {config.train.batch_size}, "
-        f"{jax.device_count()} device(s)) in {workdir}", flush=True)
-
-  def flush_history():
-    """Checks every step since the last check is finite; logs their mean."""
-    nonlocal history, last_train
-    fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(history)]
-    history = []
-    bad = _first_non_finite(fetched)
-    if bad:
-      raise NonFiniteLoss(
-          f"non-finite {', '.join(bad[1])} at step {bad[0]}; stopped, the last good "
-          f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}")
-    if fetched:
-      last_train = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
-
-  def evaluate_and_draw(at: int) -> dict:
-    """The test bound of the current parameters, printed and logged, and the figures
-    (process 0)."""
-    t0 = time.time()
-    result = evaluate_bound(eval_fn, state.params, data, local_batch, mesh, eval_rng)
-    print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
-    writer.scalars(at, result, prefix="test")
-    if jax.process_index() == 0:
-      batch, real = next(iter(data.test_batches(min(16, local_batch))))
-      batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}   # no padded rows
-      for name, img in figures.model_figures(model, state.params, batch, eval_rng).items():
-        writer.image(at, name, img)
-    return result
-
+  print(f"training {c.objective.name} on {data.name}: {total} steps "
+        f"({steps_per_epoch}/epoch, batch {c.train.batch_size}, "
+        f"{jax.device_count()} device(s)) in {wd.path}", flush=True)
   try:
     while step < total:
       epoch, offset = divmod(step, steps_per_epoch)
       for local in data.train_batches(epoch, local_batch, start=offset):
         if step >= total:
           break
-        weight = jnp.float32(build_lib.kl_weight(step / steps_per_epoch, warmup))
+        weight = jnp.float32(builder.kl_weight(step / steps_per_epoch,
+                                               c.objective.warmup_epochs))
         state, metrics = step_fn(state, parallel.shard_batch(local, mesh), step_rng, weight)
         step += 1
         metrics["kl_weight"] = weight
         history.append((step, metrics))
-        save_now = step % config.train.checkpoint_every_steps == 0 or step == total
-        if step % config.train.log_every_steps == 0 or save_now:
-          flush_history()
-          rate = progress.update(step)
+        save_now = step % c.train.checkpoint_every_steps == 0 or step == total
+        if step % c.train.log_every_steps == 0 or save_now:
+          last_train, history = _mean_metrics(history, wd) or last_train, []
           writer.scalars(step, last_train)
           shown = " ".join(f"{k} {v:.4g}" for k, v in sorted(last_train.items()))
-          print(f"epoch {step / steps_per_epoch:.2f}/{config.train.epochs} step "
-                f"{step}/{total} {shown} {rate}", flush=True)
-        epoch_done = step % steps_per_epoch == 0
+          print(f"epoch {step / steps_per_epoch:.2f}/{c.train.epochs} step "
+                f"{step}/{total} {shown} {progress.update(step)}", flush=True)
+        epochs_done, in_epoch = divmod(step, steps_per_epoch)
+        every = c.train.eval_every_epochs
         # The evaluation comes before the save, so a run stopped in between redoes both.
-        if (eval_every and epoch_done and (step // steps_per_epoch) % eval_every == 0) or \
-            step == total:
-          last_eval = evaluate_and_draw(step)
+        if (every and in_epoch == 0 and epochs_done % every == 0) or step == total:
+          last_eval = _report(step, state, model, data, local_batch, mesh, writer, bound,
+                              eval_rng)
         if save_now:
-          ckpt.save(step, state, {"epoch": step // steps_per_epoch,
-                                  "batch_in_epoch": step % steps_per_epoch,
-                                  "batch_size": config.train.batch_size, "rng": saved_rng})
-    flush_history()
+          wd.save(step, state, dict(meta, epoch=epochs_done, batch_in_epoch=in_epoch))
+    last_train = _mean_metrics(history, wd) or last_train
   finally:
-    ckpt.close()
     writer.close()
-    lock.close()
   return {"train": last_train, "test": last_eval, "step": step,
           "figures": writer.figure_dir}
-
-
-def load_trained(config, workdir: str, step: int | None = None):
-  """(model, loss_fn, state, meta) restored from ``workdir``'s latest (or ``step``)
-  checkpoint; a one-line ConfigError if there is none or it has another architecture."""
-  from jmvae_jax import builder, checkpoint
-  model, loss_fn = builder.build(config)
-  optimizer = make_optimizer(config.optim)
-  ckpt = checkpoint.Checkpointer(workdir, config, for_writing=False)
-  try:
-    abstract = jax.eval_shape(lambda: init_state(model, optimizer, jax.random.PRNGKey(0)))
-    state, meta = ckpt.restore(abstract, step)
-  finally:
-    ckpt.close()
-  return model, loss_fn, state, meta

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from jmvae_jax import ConfigError, evaluate, train
+from jmvae_jax import ConfigError, train
+from jmvae_jax.eval import job
 from tests.test_train import tiny_config
 
 
@@ -24,7 +25,7 @@ def test_evaluate_writes_every_estimator_and_caches_the_classifier(trained):
   config.eval.k, config.eval.prior_samples, config.eval.chunk_size = 16, 16, 8
   workdir = str(root / "run")
   lines = []
-  result = evaluate.evaluate_workdir(config, workdir, log=lines.append)
+  result = job.evaluate_workdir(config, workdir, log=lines.append)
   saved = json.load(open(os.path.join(workdir, "evaluation.json")))
   assert saved["step"] == 10 and saved["k"] == 16 and saved["num_examples"] == 100
   est = saved["estimates"]
@@ -42,7 +43,7 @@ def test_evaluate_writes_every_estimator_and_caches_the_classifier(trained):
   assert any(l.startswith("| log p(x) |") for l in "\n".join(lines).splitlines())
   clf = os.path.join(workdir, "classifiers", "image_to_attributes.npz")
   mtime = os.path.getmtime(clf)
-  again = evaluate.evaluate_workdir(config, workdir, log=None)
+  again = job.evaluate_workdir(config, workdir, log=None)
   assert os.path.getmtime(clf) == mtime                      # trained once, then cached
   assert again["estimates"]["joint"]["mean"] == result["estimates"]["joint"]["mean"]
 
@@ -52,13 +53,13 @@ def test_bad_evaluation_requests_fail_clearly_before_heavy_work(trained, tmp_pat
   bad = tiny_config(root / "data", epochs=1)
   bad.eval.k = 0
   with pytest.raises(ConfigError, match=r"config.eval.k=0 must be an int > 0"):
-    evaluate.evaluate_workdir(bad, str(root / "run"), log=None)
+    job.evaluate_workdir(bad, str(root / "run"), log=None)
   with pytest.raises(ConfigError, match="has no checkpoint"):
-    evaluate.evaluate_workdir(tiny_config(root / "data"), str(tmp_path / "empty"), log=None)
+    job.evaluate_workdir(tiny_config(root / "data"), str(tmp_path / "empty"), log=None)
   other = tiny_config(root / "data", epochs=1)
   other.objective.name = "jmvae_zero"
   with pytest.raises(ConfigError, match="another architecture"):
-    evaluate.evaluate_workdir(other, str(root / "run"), log=None)
+    job.evaluate_workdir(other, str(root / "run"), log=None)
 
 
 def test_a_tiny_split_gets_unpadded_figures_and_its_coherence(tmp_path):
@@ -75,7 +76,7 @@ def test_a_tiny_split_gets_unpadded_figures_and_its_coherence(tmp_path):
     height = struct.unpack(">II", f.read(24)[16:24])[1]          # the PNG's IHDR
   tiles = np.zeros((10, 32 + 6, 32, 3))                           # image and strip
   assert height == 2 * figures.grid(tiles, cols=4).shape[0]       # 10 tiles, 4 a row, x2
-  result = evaluate.evaluate_workdir(c, str(tmp_path / "run"), log=None)
+  result = job.evaluate_workdir(c, str(tmp_path / "run"), log=None)
   assert result["num_examples"] == 10
   assert 0.0 <= result["coherence"]["attributes"]["mean"] <= 1.0
 
@@ -90,7 +91,7 @@ def test_coherence_is_only_prepared_for_models_that_generate_x_from_w(objective,
   model, _ = jmvae_jax.build(c)
   modalities = {"image": ((32, 32, 3), "float32"), "attributes": ((7,), "float32")}
   params = model.init(jax.random.PRNGKey(0))
-  assert evaluate.generates_x_from_w(model, params, modalities) is generates
+  assert job.generates_x_from_w(model, params, modalities) is generates
 
 
 def test_a_model_of_x_alone_generates_nothing_from_w():
@@ -103,7 +104,7 @@ def test_a_model_of_x_alone_generates_nothing_from_w():
   model, _ = jmvae_jax.build(c)
   params = model.init(jax.random.PRNGKey(0))
   modalities = {"image": ((32, 32, 3), "float32")}
-  assert model.spec.w == () and not evaluate.generates_x_from_w(model, params, modalities)
+  assert model.spec.w == () and not job.generates_x_from_w(model, params, modalities)
 
 
 def test_a_test_split_missing_a_modality_is_named():
@@ -112,4 +113,23 @@ def test_a_test_split_missing_a_modality_is_named():
   import jmvae_jax
   model, _ = jmvae_jax.build(tiny_config("unused"))
   with pytest.raises(ConfigError, match=r"test split of 'shapes' has no modality 'attributes'"):
-    evaluate.check_test_split(model, Data())
+    job.check_test_split(model, Data())
+
+
+def test_load_brings_back_the_trained_run_for_a_notebook(trained, tmp_path):
+  """jmvae_jax.load(workdir) -> (model, params, config): the checkpoint's parameters (the
+  same leaves as the training state restored another way), and a model that translates."""
+  import jax
+  import jmvae_jax
+  from jmvae_jax import restore
+  config, root = trained
+  model, params, saved = jmvae_jax.load(str(root / "run"))
+  _, _, state, _ = restore.load_trained(config, str(root / "run"))
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert saved.model.latent_dim == config.model.latent_dim and saved.seed == config.seed
+  attrs = np.where(np.arange(14).reshape(2, 7) % 2, 1.0, -1.0).astype(np.float32)
+  images = model.translate(params, jax.random.PRNGKey(0), {"attributes": attrs}, "image")
+  assert images.shape == (2, 32, 32, 3) and np.all((images >= 0) & (images <= 1))
+  with pytest.raises(ConfigError, match=r"config.json is missing: .* not a workdir"):
+    jmvae_jax.load(str(tmp_path))

@@ -249,7 +249,8 @@ def test_bad_configs_give_one_line_errors_naming_the_field():
                                      joint_hidden=(np.int32(8),)))   # numpy ints are ints
   m.modalities.image.likelihood = "gaussian"
   m.modalities.image.variance = np.float32(0.5)   # a numpy number is a number
-  spec = model_lib.spec_from_config(m)
+  from jmvae_jax import schema
+  spec = model_lib.spec_from_config(schema.check_model(m))
   assert (spec.latent_dim, spec.joint_hidden) == (4, (8,))
   assert type(spec.latent_dim) is int and type(spec.joint_hidden[0]) is int
 
@@ -269,8 +270,8 @@ def test_batches_that_do_not_match_the_declared_modalities_are_rejected():
 
 
 def test_model_train_step_and_benchmarks_import_without_tensorflow():
-  """Only the input pipeline and the summary writers need TensorFlow: the configs, a
-  train step, the likelihood and the benchmarks run where it is not installed (an
+  """Only the datasets and the summary writers need TensorFlow: the configs and their
+  checks, a train step, the evaluator and the benchmarks run where it is not installed (an
   accelerator machine with jax alone). A blocked ``import tensorflow`` proves it."""
   import os
   import subprocess
@@ -284,16 +285,17 @@ def test_model_train_step_and_benchmarks_import_without_tensorflow():
       import jax
       from benchmarks import iw_eval, train_throughput
       from configs import celeba, fashion_mnist, mnist, shapes
-      from jmvae_jax import likelihood
+      from jmvae_jax import eval, schema
+      schema.check(mnist.get_config("smoke"), ("model", "objective", "optim", "train", "eval"))
       step, state, inputs = train_throughput.mnist_step(4)
       state, terms = step(state, *inputs)
       print(int(state.step), float(terms["loss"]) > 0)
       try:
-        from jmvae_jax import input_pipeline
+        from jmvae_jax.data import mnist as mnist_data
       except ImportError:
-        print("input_pipeline needs tensorflow")
+        print("data needs tensorflow")
   """)
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.split() == ["1", "True", "input_pipeline", "needs", "tensorflow"]
+  assert out.stdout.split() == ["1", "True", "data", "needs", "tensorflow"]

@@ -80,17 +80,16 @@ def test_bad_optimiser_fields_are_refused_by_name(field, value):
 
 def test_a_checkpoint_with_the_optax_chain_state_is_refused_with_a_clear_error(tmp_path):
   from configs import shapes
-  from jmvae_jax import checkpoint
+  from jmvae_jax.workdir import Workdir
   config = shapes.get_config("smoke")
   params = {"w": jnp.zeros((3, 2))}
   chain = optim.optax_chain(1e-3, clip_global_norm=5.0, clip_value=1.0)
   old = train.TrainState(step=jnp.int32(7), params=params, opt_state=chain.init(params))
-  ckpt = checkpoint.Checkpointer(str(tmp_path), config)
-  ckpt.begin_writing()
-  ckpt.save(7, old, {"epoch": 0})
-  ckpt.close()
+  with Workdir(str(tmp_path), config, write=True) as wd:
+    wd.begin_writing()
+    wd.save(7, old, {"epoch": 0})
   new = train.TrainState(step=jnp.int32(0), params=params,
                          opt_state=train.make_optimizer(config.optim).init(params))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), new)
   with pytest.raises(ConfigError, match=r"optimiser state layout .*older jmvae-jax"):
-    checkpoint.Checkpointer(str(tmp_path), config).restore(abstract)
+    Workdir(str(tmp_path), config, write=False).restore(abstract)

@@ -105,22 +105,28 @@ def test_figures_of_three_modalities(objective):
   assert set(out) == drawn
 
 
+def _demo_config(epochs):
+  c = shapes.get_config()
+  c.train.epochs = epochs
+  return c
+
+
 def test_the_demo_reports_bad_input_in_one_line(tmp_path, capsys):
-  from jmvae_jax import demo
+  from jmvae_jax import main
   with pytest.raises(SystemExit) as e:
-    demo.main(["--epochs", "0", "--workdir", str(tmp_path / "demo")])
+    main.run(_demo_config(0), str(tmp_path / "demo"), "demo")
   assert e.value.code == 2
   assert capsys.readouterr().err == "error: config.train.epochs=0 must be an int > 0\n"
   assert not (tmp_path / "demo").exists()
 
 
 def test_an_interrupted_evaluation_does_not_speak_of_resuming(tmp_path, capsys):
-  from jmvae_jax import cli
+  from jmvae_jax import main
   (tmp_path / "run" / "checkpoints").mkdir(parents=True)
   for mode, said in [("evaluate", "the evaluation of .* was not finished"),
                      ("train", "the checkpoints in .* are complete")]:
     with pytest.raises(SystemExit) as e:
-      cli.run(mnist.get_config("smoke"), str(tmp_path / "run"), mode, interrupted=True)
+      main.run(mnist.get_config("smoke"), str(tmp_path / "run"), mode, interrupted=True)
     assert e.value.code == 130
     assert re.search(said, capsys.readouterr().err)
 

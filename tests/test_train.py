@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import shapes
-from jmvae_jax import ConfigError, train
+from jmvae_jax import ConfigError, restore, train
+from jmvae_jax.eval import job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +27,7 @@ def tiny_config(data_dir, **train_fields):
 
 
 def restore_params(config, workdir):
-  _, _, state, meta = train.load_trained(config, str(workdir))
+  _, _, state, meta = restore.load_trained(config, str(workdir))
   return state, meta
 
 
@@ -275,9 +276,9 @@ c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
 train.train_and_evaluate(c, {workdir!r})
 state, _ = restore_params(c, {workdir!r})
 np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
-from jmvae_jax import evaluate
+from jmvae_jax.eval import job
 c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
-res = evaluate.evaluate_workdir(c, {workdir!r}, log=None)
+res = job.evaluate_workdir(c, {workdir!r}, log=None)
 print("joint", repr(res["estimates"]["joint"]["mean"]), "n", res["num_examples"])
 print("processes", jax.process_count(), "devices", jax.device_count())
 """
@@ -302,10 +303,10 @@ def test_two_processes_through_jax_distributed_match_one_process(straight):
         f"process {pid} exited with {p.returncode}:\n{out[-3000:]}\n"
         f"the other process:\n{outs[1 - pid][-3000:]}")
   # The evaluation of the same parameters over every test example, split over processes.
-  from jmvae_jax import evaluate
+  from jmvae_jax.eval import job
   c = tiny_config(tmp_path / "data", epochs=2)
   c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
-  single = evaluate.evaluate_workdir(c, str(tmp_path / "straight"), log=None)
+  single = job.evaluate_workdir(c, str(tmp_path / "straight"), log=None)
   for out in outs:
     joint = float(out.split("joint ")[1].split()[0])
     assert f"n {single['num_examples']}" in out

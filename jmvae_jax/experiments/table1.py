@@ -83,7 +83,8 @@ def _read_json(path):
 
 def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dict:
   """Trains (resuming) and evaluates one row; returns its evaluation.json."""
-  from jmvae_jax import evaluate, train
+  from jmvae_jax import train
+  from jmvae_jax.eval import job
   workdir = os.path.join(root, protocol, row)
   config = row_config(row, protocol, data_dir)
   timing = _read_json(_timing_path(workdir)) or {"train_seconds": 0.0}
@@ -97,7 +98,7 @@ def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dic
     timing["machine"] = machine()
     _write_json(_timing_path(workdir), timing)
     t0 = time.time()
-    result = evaluate.evaluate_workdir(config, workdir, log=log)
+    result = job.evaluate_workdir(config, workdir, log=log)
     timing["eval_seconds"] = time.time() - t0
     _write_json(_timing_path(workdir), timing)
   log(f"{row} ({protocol}): done" + (f" at step {total}" if total else " (already)"))

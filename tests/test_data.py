@@ -1,4 +1,4 @@
-"""Input pipelines on small files written here: IDX, CelebA release, tfds, Shapes.
+"""The datasets and their pipelines, on small files written here: IDX, CelebA release, tfds, Shapes.
 
 Nothing is downloaded; every expectation is recomputed independently with
 numpy from the files the tests write.
@@ -14,15 +14,16 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jmvae_jax import data_config as dc
-from jmvae_jax import input_pipeline as ip
+from jmvae_jax import data as data_lib
+from jmvae_jax.data import celeba as celeba_data, idx, shapes
+from jmvae_jax.data import mnist as mnist_data
 from jmvae_jax.errors import ConfigError
 
 N_TRAIN, N_TEST = 120, 30
 
 
 def _load(cfg, seed=0, pi=0, pc=1):
-  return ip.load(cfg, seed, process_index=pi, process_count=pc)
+  return data_lib.load(cfg, seed, process_index=pi, process_count=pc)
 
 
 def _epoch(ds, epoch, batch_size, start=0):
@@ -54,8 +55,8 @@ def test_idx_round_trip(tmp_path, suffix, dtype):
   if dtype == np.uint8:
     a = np.arange(30, dtype=np.uint8).reshape(2, 3, 5)
   path = str(tmp_path / f"a-idx3{suffix}")
-  ip.write_idx(path, a)
-  b = ip.read_idx(path)
+  idx.write_idx(path, a)
+  b = idx.read_idx(path)
   assert b.dtype == a.dtype and b.shape == a.shape
   np.testing.assert_array_equal(a, b)
 
@@ -64,14 +65,14 @@ def test_idx_bytes_match_the_format(tmp_path):
   """The layout written by hand: magic 00 00 08 ndim, big-endian dims, data."""
   a = np.array([[1, 2, 3], [4, 5, 255]], np.uint8)
   expected = bytes([0, 0, 8, 2]) + struct.pack(">II", 2, 3) + bytes([1, 2, 3, 4, 5, 255])
-  ip.write_idx(str(tmp_path / "x"), a)
+  idx.write_idx(str(tmp_path / "x"), a)
   assert (tmp_path / "x").read_bytes() == expected
-  ip.write_idx(str(tmp_path / "x.gz"), a)
+  idx.write_idx(str(tmp_path / "x.gz"), a)
   assert gzip.decompress((tmp_path / "x.gz").read_bytes()) == expected
   # int32, big-endian, read from hand-made bytes
   (tmp_path / "y").write_bytes(
       bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 2) + struct.pack(">ii", -3, 70000))
-  np.testing.assert_array_equal(ip.read_idx(str(tmp_path / "y")), [-3, 70000])
+  np.testing.assert_array_equal(idx.read_idx(str(tmp_path / "y")), [-3, 70000])
 
 
 # A gzip header, then a deflate block of the reserved type 3: zlib's own error.
@@ -93,7 +94,7 @@ def test_idx_malformed(tmp_path, raw, what):
   path = tmp_path / "bad-idx1-ubyte"
   path.write_bytes(raw)
   with pytest.raises(ConfigError, match=what) as e:
-    ip.read_idx(str(path))
+    idx.read_idx(str(path))
   assert str(path) in str(e.value)
 
 
@@ -109,8 +110,8 @@ def _write_mnist(directory, gz: bool, n_train=N_TRAIN, n_test=N_TEST, seed=0):
           "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
           "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
           "test_labels": rng.integers(0, 10, n_test).astype(np.uint8)}
-  for key, stem in ip.IDX_FILES.items():
-    ip.write_idx(os.path.join(directory, stem + (".gz" if gz else "")), data[key])
+  for key, stem in idx.FILES.items():
+    idx.write_idx(os.path.join(directory, stem + (".gz" if gz else "")), data[key])
   return data
 
 
@@ -258,7 +259,7 @@ def test_process_shards_are_disjoint_and_cover(mnist_dir):
   shards = [_load(_mnist_cfg(d, binarize="none"), pi=pi, pc=4) for pi in range(4)]
   assert [s.num_test for s in shards] == [8, 8, 7, 7] and {s.num_train for s in shards} == {25}
   assert {len(list(s.test_batches(5))) for s in shards} == {2}
-  default = ip.load(_mnist_cfg(d), 0)  # jax.process_index() / process_count()
+  default = data_lib.load(_mnist_cfg(d), 0)  # jax.process_index() / process_count()
   assert default.process_count == 1 and default.num_train == 100
 
 
@@ -291,7 +292,7 @@ def _write_celeba(directory, form="folder", attr_rows=None, partition=PARTITION)
         z.writestr(f"img_align_celeba/{n}", b)
   rows = attr_rows or [f"{n} " + " ".join(f"{v:2d}" for v in a) for n, a in zip(names, attrs)]
   with open(os.path.join(directory, "list_attr_celeba.txt"), "w") as f:
-    f.write(f"{len(rows)}\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
+    f.write(f"{len(rows)}\n" + " ".join(celeba_data.ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
   with open(os.path.join(directory, "list_eval_partition.txt"), "w") as f:
     f.write("".join(f"{n} {p}\n" for n, p in zip(names, partition)))
   return names, attrs
@@ -372,7 +373,7 @@ def test_celeba_lists_saved_with_a_byte_order_mark_parse(tmp_path):
       raw = f.read()
     with open(path, "wb") as f:
       f.write(b"\xef\xbb\xbf" + raw)
-  got_names, got_attrs, partition = ip._parse_celeba_lists(d)
+  got_names, got_attrs, partition = celeba_data._parse_celeba_lists(d)
   assert list(got_names) == names and list(partition) == PARTITION
   np.testing.assert_array_equal(got_attrs, attrs)
 
@@ -408,12 +409,12 @@ def test_celeba_release_bad_input(tmp_path, breakage, match):
       f.write("000007.jpg 0\n")
   if breakage in ("bad_value", "short_line", "missing_image"):
     with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
-      f.write("6\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
+      f.write("6\n" + " ".join(celeba_data.ATTRIBUTES) + "\n" + "\n".join(rows) + "\n")
   if breakage == "blank_lines":
     with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
-      f.write("6\n\n" + " ".join(ip.CELEBA_ATTRIBUTES) + "\n\n" + "\n".join(rows) + "\n")
+      f.write("6\n\n" + " ".join(celeba_data.ATTRIBUTES) + "\n\n" + "\n".join(rows) + "\n")
   if breakage in ("bad_count", "bad_header"):
-    header = list(ip.CELEBA_ATTRIBUTES)[::-1] if breakage == "bad_header" else ip.CELEBA_ATTRIBUTES
+    header = list(celeba_data.ATTRIBUTES)[::-1] if breakage == "bad_header" else celeba_data.ATTRIBUTES
     with open(os.path.join(d, "list_attr_celeba.txt"), "w") as f:
       f.write("6\n" + " ".join(header) + "\n" + "\n".join(rows) + "\n")
   with pytest.raises(ConfigError, match=match):
@@ -481,16 +482,16 @@ def test_celeba_release_corrupt_jpeg_is_one_clean_line(tmp_path, form, damage):
 def test_decode_images_stops_its_threads_when_abandoned(tmp_path):
   d = str(tmp_path / "release")
   names, _ = _write_celeba(d)
-  images = ip._ImageFiles(d)
-  convert = ip._jpeg_to_square(16, 0)
+  images = celeba_data._ImageFiles(d)
+  convert = celeba_data._jpeg_to_square(16, 0)
   threads = threading.active_count()
-  out = ip._decode_images(images, names, convert, workers=2)
+  out = celeba_data._decode_images(images, names, convert, workers=2)
   first = next(out)
   assert first.shape == (16, 16, 3) and first.dtype == np.uint8
   assert threading.active_count() > threads
   out.close()  # the pool is shut down: no thread left running
   assert threading.active_count() == threads
-  shapes = [x.shape for x in ip._decode_images(images, names, convert, workers=3)]
+  shapes = [x.shape for x in celeba_data._decode_images(images, names, convert, workers=3)]
   assert shapes == [(16, 16, 3)] * 6
 
 
@@ -499,7 +500,7 @@ def test_decode_images_stops_its_threads_when_abandoned(tmp_path):
 # ----------------------------------------------------------------------------
 
 class _Store(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
-  code_path = None  # see ip.ShapesBuilder
+  code_path = None  # see shapes.ShapesBuilder
 
 
 def test_tfds_sources(tmp_path):
@@ -526,13 +527,13 @@ def test_tfds_sources(tmp_path):
       celeba[s].append((i, {
           "image": img, "identity": {"Identity_No": i},
           "landmarks": {k: 0 for k in features["landmarks"].keys()},
-          "attributes": {a: bool(rng.integers(2)) for a in ip.CELEBA_ATTRIBUTES}}))
+          "attributes": {a: bool(rng.integers(2)) for a in celeba_data.ATTRIBUTES}}))
   _Store(name="celeb_a", version="2.1.0", features=features, split_datasets=celeba,
          **store).download_and_prepare()
   ds = _load(dict(name="celeba", data_dir=str(tmp_path), celeba_split="official"))
   assert (ds.num_train, ds.num_test) == (8, 3)
   out = _all_test(ds, 2)
-  want = {tuple(np.where([e["attributes"][a] for a in ip.CELEBA_ATTRIBUTES], 1.0, -1.0)): i
+  want = {tuple(np.where([e["attributes"][a] for a in celeba_data.ATTRIBUTES], 1.0, -1.0)): i
           for i, e in celeba["test"]}
   got = [want[tuple(a)] for a in out["attributes"]]  # every row is one written example
   assert sorted(got) == [10, 11, 12]
@@ -589,7 +590,7 @@ def test_missing_data_says_every_way_to_get_it(tmp_path, monkeypatch, cfg, probl
   monkeypatch.setenv("HOME", home)  # tfds's default data dir: ~/tensorflow_datasets
   monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
   monkeypatch.setattr(tfds.core.constants, "DATA_DIR", f"{home}/tensorflow_datasets")
-  monkeypatch.setattr(ip, "FASHION_MNIST_DIR", fmnist)
+  monkeypatch.setattr(mnist_data, "FASHION_MNIST_DIR", fmnist)
   with pytest.raises(ConfigError) as e:
     _load(cfg)
   message = str(e.value)
@@ -652,29 +653,29 @@ def _measure_shapes(images):
 
 
 def test_generate_shapes():
-  images, attrs = ip.generate_shapes(2000, 32, seed=7)
+  images, attrs = shapes.generate_shapes(2000, 32, seed=7)
   assert images.shape == (2000, 32, 32, 3) and images.dtype == np.uint8
-  assert attrs.shape == (2000, len(ip.SHAPES_ATTRIBUTES)) and set(np.unique(attrs)) == {-1, 1}
-  again, attrs_again = ip.generate_shapes(2000, 32, seed=7)
+  assert attrs.shape == (2000, len(shapes.ATTRIBUTES)) and set(np.unique(attrs)) == {-1, 1}
+  again, attrs_again = shapes.generate_shapes(2000, 32, seed=7)
   np.testing.assert_array_equal(images, again)
   np.testing.assert_array_equal(attrs, attrs_again)
-  other, _ = ip.generate_shapes(2000, 32, seed=8)
+  other, _ = shapes.generate_shapes(2000, 32, seed=8)
   assert not np.array_equal(images, other)
   assert np.abs(attrs.mean(0)).max() < 0.1  # each a fair coin: |mean| < 4.5 sigma
   assert np.abs(np.corrcoef(attrs.T) - np.eye(attrs.shape[1])).max() < 0.1
   measured = _measure_shapes(images)
   np.testing.assert_array_equal(measured, attrs > 0)  # every attribute is visible
-  big, _ = ip.generate_shapes(300, 64, seed=1)
+  big, _ = shapes.generate_shapes(300, 64, seed=1)
   assert big.shape == (300, 64, 64, 3)
 
 
 def test_load_shapes_through_tfds(tmp_path, monkeypatch):
-  cfg = dict(dc.default_config("shapes"), num_train=60, num_test=25, data_dir=str(tmp_path),
+  cfg = dict(data_lib.default_config("shapes"), num_train=60, num_test=25, data_dir=str(tmp_path),
              data_seed=3)
   ds = _load(cfg)
   assert (ds.num_train, ds.num_test) == (60, 25)
   assert ds.modalities == {"image": ((32, 32, 3), "float32"), "attributes": ((7,), "float32")}
-  images, attrs = ip.generate_shapes(85, 32, seed=3)
+  images, attrs = shapes.generate_shapes(85, 32, seed=3)
   out = list(ds.test_batches(10))
   masks = np.concatenate([m for _, m in out])
   served = _stack([b for b, _ in out], "image")[masks]
@@ -686,10 +687,10 @@ def test_load_shapes_through_tfds(tmp_path, monkeypatch):
                     map(tuple, attrs[:60].astype(np.float32))))
   assert got == want
   # a second load reads the stored dataset and generates nothing
-  monkeypatch.setattr(ip, "generate_shapes", lambda *a: pytest.fail("regenerated"))
+  monkeypatch.setattr(shapes, "generate_shapes", lambda *a: pytest.fail("regenerated"))
   again = _load(cfg)
   np.testing.assert_array_equal(_epoch(again, 0, 20)[0]["image"], train[0]["image"])
-  assert "shapes" in dc.describe(cfg)
+  assert "shapes" in data_lib.describe(cfg)
 
 
 # ----------------------------------------------------------------------------
@@ -733,28 +734,28 @@ def test_bad_idx_dir_and_batch_args(tmp_path, mnist_dir):
 
 
 def test_default_config_and_describe():
-  for name in dc.NAMES:
-    cfg = dc.default_config(name)
-    assert cfg.name == name and cfg.source == dc.SOURCES[name][0]
-    assert name in dc.describe(cfg)
-  assert dc.default_config("mnist").num_train == 50_000
-  assert dc.default_config("celeba").image_size == 64
+  for name in data_lib.NAMES:
+    cfg = data_lib.default_config(name)
+    assert cfg.name == name and cfg.source == data_lib.module(name).fields(name)["source"].choices[0]
+    assert name in data_lib.describe(cfg)
+  assert data_lib.default_config("mnist").num_train == 50_000
+  assert data_lib.default_config("celeba").image_size == 64
 
 
 def test_an_unknown_data_field_is_named_rather_than_ignored():
-  c = dc.default_config("shapes")
+  c = data_lib.default_config("shapes")
   with c.unlocked():
     c.num_trian = 5
   with pytest.raises(ConfigError, match=r"config.data.num_trian is not a field of dataset "
                      r"'shapes'; its fields: .*num_train"):
-    dc.resolve(c)
+    data_lib.resolve(c)
 
 
 def test_the_celeba_benchmarks_stand_in_is_a_valid_release(tmp_path):
   from benchmarks import celeba_pipeline
   d = str(tmp_path / "release")
   mean_bytes = celeba_pipeline.write_release(d, 20)
-  names, attrs, partition = ip._parse_celeba_lists(d)
+  names, attrs, partition = celeba_data._parse_celeba_lists(d)
   assert names == [f"{i:06d}.jpg" for i in range(1, 21)]
   assert set(np.unique(attrs)) == {-1, 1} and list(np.bincount(partition)) == [16, 2, 2]
   sizes = [os.path.getsize(os.path.join(d, "img_align_celeba", n)) for n in names]

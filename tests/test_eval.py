@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 import jmvae_jax
-from jmvae_jax import likelihood as L
+from jmvae_jax import eval as L
+from jmvae_jax import schema
+from jmvae_jax.eval import classifier, estimators, loop
 from jmvae_jax import objectives
 from jmvae_jax.errors import ConfigError
 from tests import linear_gaussian as lg
@@ -348,8 +350,9 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 import jax
-from tests.test_likelihood import tiny_config, tiny_data
-from jmvae_jax import build, likelihood as L
+from tests.test_eval import tiny_config, tiny_data
+from jmvae_jax import build, eval as L
+from jmvae_jax.eval import loop
 """
 
 
@@ -371,11 +374,11 @@ def test_one_device_equals_four_simulated_devices(tiny):
     params = model.init(jax.random.key(0))
     data = tiny_data()
     assert jax.device_count() == 4
-    mesh = L.default_mesh()
+    mesh = loop.default_mesh()
     names = L.estimator_names(model)
     plan = L.make_plan(model, names)
     tables = L.make_tables(model, plan, params, prior_samples=23, chunk_size=8, seed=0)
-    batch, index, mask = L._place(mesh, data, np.arange(10, dtype=np.int32),
+    batch, index, mask = loop.place(mesh, data, np.arange(10, dtype=np.int32),
                                   np.ones(10, np.float32))   # padded to 12 rows
     values, _ = L.batch_fn(model, plan, 8)(params, batch, index, mask, tables,
                                            np.int32(37), np.int32(23), np.int32(0))
@@ -424,8 +427,8 @@ def test_bad_input_fails_before_compiling(tiny, monkeypatch):
   def boom(*a, **k):
     raise AssertionError("compiled before checking")
 
-  monkeypatch.setattr(L, "batch_fn", boom)
-  monkeypatch.setattr(L, "make_tables", boom)
+  monkeypatch.setattr(estimators, "batch_fn", boom)
+  monkeypatch.setattr(estimators, "make_tables", boom)
   ok = [(data, np.ones(10))]
   kw = dict(k=10, prior_samples=10, chunk_size=4, seed=0)
   for field, value in (("k", 0), ("k", -3), ("prior_samples", 0), ("chunk_size", 2.5),
@@ -441,14 +444,15 @@ def test_bad_input_fails_before_compiling(tiny, monkeypatch):
   with pytest.raises(ConfigError, match="no modality 'label'"):
     L.per_example(model, params, {"image": data["image"]}, **kw)
   c = tiny_config()
-  c.eval = L.eval_config()
-  assert L.eval_options(c)["k"] == 5000
+  from configs import common
+  c.eval = common.eval_config()
+  assert schema.check_section("eval", c.eval)["k"] == 5000
   c.eval.k = 0
   with pytest.raises(ConfigError, match=r"^config.eval.k=0 must be an int > 0$"):
-    L.eval_options(c)
+    schema.check_section("eval", c.eval)
   c.eval.k, c.eval.matmul_precision = 10, "fast"
   with pytest.raises(ConfigError, match="config.eval.matmul_precision='fast'.*highest"):
-    L.eval_options(c)
+    schema.check_section("eval", c.eval)
   vae, _ = jmvae_jax.build(tiny_config("vae"))
   with pytest.raises(ConfigError, match="joint"):
     L.make_plan(vae, ("joint",))
@@ -468,7 +472,7 @@ def test_estimate_runs_at_the_requested_matmul_precision(tiny, monkeypatch):
       return fn(*args)
     return wrapped
 
-  monkeypatch.setattr(L, "batch_fn", spy)
+  monkeypatch.setattr(estimators, "batch_fn", spy)
   kw = dict(k=6, prior_samples=5, chunk_size=3, seed=0, estimators=("joint",), mesh=None)
   batches = [(data, np.ones(10))]
   high = L.estimate(model, params, batches, **kw)
@@ -515,9 +519,9 @@ def test_cross_modal_accuracy_and_coherence(tiny):
   protos = (rng.random((3, 4, 4, 1)) < 0.5).astype(np.float32)
   images = np.abs(protos[labels] - (rng.random((600, 4, 4, 1)) < 0.05)).astype(np.float32)
   spec_x, spec_w = model.spec.modality("image"), model.spec.modality("label")
-  clf = L.train_classifier(spec_x, spec_w, images[:500], labels[:500], hidden=(32,),
+  clf = classifier.train_classifier(spec_x, spec_w, images[:500], labels[:500], hidden=(32,),
                            epochs=5, batch_size=50, learning_rate=1e-2, seed=0)
-  test_pred = np.argmax(L.classify(spec_w, clf, images[500:]), -1)
+  test_pred = np.argmax(classifier.classify(spec_w, clf, images[500:]), -1)
   assert np.mean(test_pred == labels[500:]) > 0.9
 
   # Coherence does not depend on the batching (per-example draws), lies in [0, 1].
@@ -544,5 +548,5 @@ def test_attribute_agreement_and_classifier_follow_the_coding():
   layers = [{"w": np.ones((4, 2), np.float32), "b": np.zeros(2, np.float32)}]
   logits = x.sum(1)
   for spec, want in ((sig, 1 / (1 + np.exp(-logits))), (pm, np.tanh(logits / 2))):
-    np.testing.assert_allclose(L.classify(spec, layers, x), np.stack([want] * 2, 1),
+    np.testing.assert_allclose(classifier.classify(spec, layers, x), np.stack([want] * 2, 1),
                                rtol=1e-6)

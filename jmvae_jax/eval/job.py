@@ -1,10 +1,10 @@
 """The evaluation job (``launch.py --mode=evaluate``): restore, estimate, report.
 
 Restores the latest checkpoint of a workdir, estimates every test log-likelihood the
-model can compute with k importance samples (likelihood.py), measures the
-cross-modal accuracy and the w-to-x coherence (judged by a classifier trained once
-on the train split and cached in ``WORKDIR/classifiers``), writes
-``WORKDIR/evaluation.json`` and prints a table in the layout of the paper's Table 1.
+model can compute with k importance samples (``estimators``), measures the cross-modal
+accuracy and the w-to-x coherence (``metrics``; judged by a classifier trained once on
+the train split and cached in ``WORKDIR/classifiers``), writes ``WORKDIR/evaluation.json``
+and prints a table in the layout of the paper's Table 1.
 """
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ import os
 import time
 
 import jax
-import numpy as np
 
-from jmvae_jax import input_pipeline, likelihood, parallel, train
+from jmvae_jax import restore, schema
 from jmvae_jax.errors import ConfigError
-
-CLASSIFIER_EXAMPLES = 20_000   # train examples the coherence classifier sees
+from jmvae_jax.eval import classifier, estimators, metrics, report
 
 
 def check_test_split(model, data) -> None:
@@ -27,39 +25,6 @@ def check_test_split(model, data) -> None:
   if missing:
     raise ConfigError(f"the test split of {data.name!r} has no modality {missing[0]!r}; it has "
                       f"{sorted(data.modalities)} (config.model.modalities must match the data)")
-
-
-def _train_arrays(data, names, limit: int, batch_size: int) -> dict:
-  rows = {n: [] for n in names}
-  count = 0
-  for batch in data.train_batches(0, min(batch_size, data.num_train)):
-    for n in names:
-      rows[n].append(batch[n])
-    count += len(batch[names[0]])
-    if count >= limit:
-      break
-  return {n: np.concatenate(v)[:limit] for n, v in rows.items()}
-
-
-def coherence_classifier(model, data, workdir: str, target: str, seed: int):
-  """The x -> ``target`` classifier, trained once on the train split and cached in the
-  workdir. In a multi-process run process 0 trains and writes it, the others wait and
-  read it, so every process holds the same classifier."""
-  path = os.path.join(workdir, "classifiers", f"{model.spec.x}_to_{target}.npz")
-  if jax.process_index() == 0 and not os.path.exists(path):
-    arrays = _train_arrays(data, (model.spec.x, target), CLASSIFIER_EXAMPLES, 128)
-    layers = likelihood.train_classifier(model.spec.modality(model.spec.x),
-                                         model.spec.modality(target), arrays[model.spec.x],
-                                         arrays[target], epochs=3, seed=seed,
-                                         batch_size=min(128, len(arrays[target])))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    flat = {}
-    for i, layer in enumerate(layers):
-      flat[f"w{i}"], flat[f"b{i}"] = np.asarray(layer["w"]), np.asarray(layer["b"])
-    np.savez(path, **flat)
-  parallel.barrier(f"classifier {path}")
-  with np.load(path) as f:
-    return [{"w": f[f"w{i}"], "b": f[f"b{i}"]} for i in range(len(f.files) // 2)]
 
 
 def generates_x_from_w(model, params, modalities: dict) -> bool:
@@ -94,38 +59,39 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   """Evaluates the latest checkpoint in ``workdir``; writes and returns the results.
   ``log`` gets the progress lines and the table (None: silent)."""
   log = log or (lambda line: None)
-  opts = likelihood.eval_options(config)          # bad k etc.: before anything heavy
-  model, _, state, _ = train.load_trained(config, workdir)
-  data = input_pipeline.load(config.data, config.seed)
+  from jmvae_jax import data as data_lib
+  c = schema.check(config)          # bad k etc.: before anything heavy
+  opts = c.eval
+  model, _, state, _ = restore.load_trained(config, workdir)
+  data = data_lib.load(c.data, c.seed)
   check_test_split(model, data)
   step, params = int(state.step), state.params
-  batch_size = opts["batch_size"]
-  progress = _every(10.0, log)
-  log(f"evaluating step {step} of {workdir} on {data.num_test} test examples, k={opts['k']}")
+  batch_size = opts.batch_size
+  log(f"evaluating step {step} of {workdir} on {data.num_test} test examples, k={opts.k}")
   t0 = time.time()
-  result = likelihood.estimate(
-      model, params, data.test_batches(batch_size), k=opts["k"],
-      prior_samples=opts["prior_samples"], chunk_size=opts["chunk_size"], seed=opts["seed"],
-      estimators=opts["estimators"], progress=progress, total=data.num_test,
-      matmul_precision=opts["matmul_precision"])
+  result = estimators.estimate(
+      model, params, data.test_batches(batch_size), k=opts.k,
+      prior_samples=opts.prior_samples, chunk_size=opts.chunk_size, seed=opts.seed,
+      estimators=tuple(opts.estimators) or None, progress=_every(10.0, log),
+      total=data.num_test, matmul_precision=opts.matmul_precision)
   result["step"] = step
-  result["cross_modal_accuracy"] = likelihood.cross_modal_accuracy(
+  result["cross_modal_accuracy"] = metrics.cross_modal_accuracy(
       model, params, data.test_batches(batch_size))
-  result["round_trip_accuracy"] = likelihood.round_trip_accuracy(
+  result["round_trip_accuracy"] = metrics.round_trip_accuracy(
       model, params, data.test_batches(batch_size))
   result["coherence"] = {}
   for target in model.spec.w if generates_x_from_w(model, params, data.modalities) else ():
     if model.spec.modality(target).likelihood == "categorical" or \
         len(model.spec.modality(target).shape) == 1:
-      clf = coherence_classifier(model, data, workdir, target, opts["seed"])
-      result["coherence"][target] = likelihood.coherence(
+      clf = classifier.coherence_classifier(model, data, workdir, target, opts.seed)
+      result["coherence"][target] = metrics.coherence(
           model, params, clf, data.test_batches(batch_size), target=target,
-          seed=opts["seed"])
+          seed=opts.seed)
   result["total_seconds"] = time.time() - t0
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "evaluation.json"), "w") as f:
       json.dump(result, f, indent=2, sort_keys=True, default=float)
-  log(likelihood.markdown_table(result))
+  log(report.markdown_table(result))
   for w, v in result["cross_modal_accuracy"].items():
     log(f"{model.spec.x} -> {w} accuracy: {v['mean']:.4f} +- {v['stderr']:.4f}")
   for w, v in result["round_trip_accuracy"].items():

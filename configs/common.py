@@ -1,0 +1,79 @@
+"""The sections every config shares: objective, optimiser, training and evaluation.
+
+Each experiment config (mnist.py, shapes.py, ...) starts from ``get_config()`` here,
+adds its data and model sections and overrides a few fields. Every field can be set
+from the command line as ``--config.SECTION.FIELD=VALUE``; jmvae_jax/schema.py checks
+each one before a run starts.
+"""
+import ml_collections
+
+from jmvae_jax.errors import allowed
+
+ARGS = ("", "smoke")   # --config=configs/FILE.py:ARG; "smoke": a tiny run for tests, laptops
+
+
+def check_arg(arg: str, config_file: str) -> None:
+  """A one-line error for an unknown --config=FILE:ARG, before any run starts."""
+  if arg not in ARGS:
+    raise allowed(f"--config=configs/{config_file}:ARG", arg, ARGS)
+
+
+def objective_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "jmvae_kl"      # jmvae | jmvae_zero | jmvae_kl | vae | cvae | cmma | package.module:fn
+  o.alpha = 0.1            # JMVAE-kl's alpha (the paper's table: 0.01, 0.1, 1)
+  o.warmup_epochs = 200    # N_t: the prior-KL weight rises linearly from 0 to 1 (0: off)
+  o.warmup_scope = "prior" # "prior": the authors' code; "all": the alpha terms too (MultiVae)
+  return o
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.learning_rate = 1e-3
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-4                # the authors' Adam epsilon
+  o.clip_global_norm = 5.0    # the authors' clipping: global norm, then ...
+  o.clip_value = 1.0          # ... element-wise to [-1, 1]; 0 disables either
+  return o
+
+
+def train_config() -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.batch_size = 100            # global, over all devices and processes
+  t.epochs = 500                # MultiVae's reproduction; the authors' code: 100
+  t.max_steps = 0               # stop earlier than epochs allow (0: off)
+  t.log_every_steps = 500
+  t.eval_every_epochs = 10      # the test bound and figures (0: only at the end)
+  t.checkpoint_every_steps = 5000
+  t.keep_checkpoints = 3
+  t.matmul_precision = "highest"   # float32 products in the train step and its test bound;
+                           # "default" lets a GPU use TF32 (faster, less exact); no effect
+                           # on a CPU; free to change when resuming
+  return t
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """``launch.py --mode=evaluate`` (the authors: k = 1000 at evaluation, 5000 prior samples)."""
+  e = ml_collections.ConfigDict()
+  e.k = 5000               # importance samples per test example
+  e.prior_samples = 5000   # N_p: prior samples for log p(w)
+  e.chunk_size = 125       # samples per example per step: memory ~ batch * chunk * width
+  e.batch_size = 16        # test examples per call (padded to the device count); on a
+                           # CPU, batch * chunk ~ 2000 rows per step runs fastest
+  e.seed = 0
+  e.estimators = ()        # () = every estimator the model can compute by default
+  e.matmul_precision = "highest"   # float32 products; "default" lets a GPU use TF32 (faster,
+                           # moves log-likelihoods; BUILD_NOTES.md); no effect on a CPU
+  return e
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The shared sections; the caller adds ``data`` and ``model``."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0               # parameters, data order and binarisation all follow from it
+  c.objective = objective_config()
+  c.optim = optim_config()
+  c.train = train_config()
+  c.eval = eval_config()
+  return c
