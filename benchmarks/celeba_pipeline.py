@@ -32,7 +32,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import command, machine  # noqa: E402
+from benchmarks.common import command, machine, steps_per_second  # noqa: E402
 from benchmarks.train_throughput import config_step  # noqa: E402
 from configs import celeba  # noqa: E402
 from jmvae_jax import data as data_lib  # noqa: E402
@@ -72,14 +72,7 @@ def step_rate(batch_size: int, steps: int) -> float:
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((batch_size, 64, 64, 3)).astype(np.float32),
            "attributes": np.where(rng.random((batch_size, 40)) < 0.5, -1.0, 1.0).astype(np.float32)}
-  step, state, inputs = config_step(celeba.get_config(), batch)
-  state, _ = step(state, *inputs)
-  jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, _ = step(state, *inputs)
-  jax.block_until_ready(state)
-  return batch_size * steps / (time.perf_counter() - t)
+  return batch_size * steps_per_second(*config_step(celeba.get_config(), batch), steps)
 
 
 def main():

@@ -62,3 +62,15 @@ def warn_if_ceiling_moved(rates, unit: str) -> None:
   if max(rates) > 1.25 * min(rates):
     print(f"warning: the matmul ceiling moved from {min(rates):,.0f} to {max(rates):,.0f} "
           f"{unit} during the run: the machine is shared; the best of each is reported")
+
+
+def steps_per_second(step, state, inputs, steps: int) -> float:
+  """Steps per second of a jitted ``step(state, *inputs) -> (state, metrics)``, after one
+  call to compile it."""
+  state, _ = step(state, *inputs)
+  jax.block_until_ready(state)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, _ = step(state, *inputs)
+  jax.block_until_ready(state)
+  return steps / (time.perf_counter() - t)

@@ -55,11 +55,21 @@ def train_step(state: TrainState, batch, rng, kl_weight, *, model, loss_fn, opti
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
 
 
-def jit_train_step(model, loss_fn, optimizer, matmul_precision: str = "highest"):
+def fed_step(state, inputs, rng, kl_weight, *, make_batch, step):
+  """``step`` on the batch that ``make_batch`` makes from the feed's ``inputs``."""
+  return step(state, make_batch(inputs), rng, kl_weight)
+
+
+def jit_train_step(model, loss_fn, optimizer, matmul_precision: str = "highest",
+                   make_batch=None):
   """The step with static parts bound, compiled once, state donated; every matmul
   traced at ``matmul_precision`` (jax's ``default_matmul_precision``: "highest" keeps
-  float32 products where a GPU would use TF32; a CPU computes the same either way)."""
+  float32 products where a GPU would use TF32; a CPU computes the same either way).
+  ``make_batch``: the step takes a feed's inputs and makes its batch first (a
+  ``DeviceFeed``: the batch is gathered and binarised on the device)."""
   step = functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer)
+  if make_batch is not None:
+    step = functools.partial(fed_step, make_batch=make_batch, step=step)
   return jax.jit(jax.default_matmul_precision(matmul_precision)(step), donate_argnums=0)
 
 
@@ -176,13 +186,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
       return {"train": {}, "test": result, "step": start,
               "figures": os.path.join(workdir, "figures")}
     wd.begin_writing()
-    step_fn = jit_train_step(model, loss_fn, optimizer, c.train.matmul_precision)
+    feed = data.feed(local_batch, mesh)
+    step_fn = jit_train_step(model, loss_fn, optimizer, c.train.matmul_precision,
+                             feed.make_batch)
     meta = {"batch_size": c.train.batch_size, "rng": key_ints(rng)}
-    return _loop(c, wd, data, model, state, step_fn, bound, (step_rng, eval_rng), meta,
+    return _loop(c, wd, data, feed, model, state, step_fn, bound, (step_rng, eval_rng), meta,
                  start, total, steps_per_epoch, mesh)
 
 
-def _loop(c, wd, data, model, state, step_fn, bound, rngs, meta, start, total,
+def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, total,
           steps_per_epoch, mesh) -> dict:
   """Steps from ``start`` to ``total``: logs, evaluates and checkpoints as configured."""
   from jmvae_jax import writers
@@ -198,12 +210,12 @@ def _loop(c, wd, data, model, state, step_fn, bound, rngs, meta, start, total,
   try:
     while step < total:
       epoch, offset = divmod(step, steps_per_epoch)
-      for local in data.train_batches(epoch, local_batch, start=offset):
+      for inputs in feed.epoch(epoch, start=offset):
         if step >= total:
           break
-        weight = jnp.float32(builder.kl_weight(step / steps_per_epoch,
-                                               c.objective.warmup_epochs))
-        state, metrics = step_fn(state, parallel.shard_batch(local, mesh), step_rng, weight)
+        weight = np.float32(builder.kl_weight(step / steps_per_epoch,
+                                              c.objective.warmup_epochs))
+        state, metrics = step_fn(state, inputs, step_rng, weight)
         step += 1
         metrics["kl_weight"] = weight
         history.append((step, metrics))

@@ -204,6 +204,47 @@ def test_dynamic_binarisation_matches_intensities(mnist_dir):
   assert bits[probs == 0].max() == 0 and bits[probs == 1].min() == 1
 
 
+@pytest.mark.parametrize("seed, salt, data", [(0, 1, (0, 5)), (12345, 3, (7,)),
+                                              (2**62 + 11, 1, (499, 49999)), (7, 2, ())])
+def test_philox_is_tensorflows_stateless_philox_bit_for_bit(seed, salt, data):
+  """The jnp Philox gives tf.random's stateless_fold_in and stateless_uniform exactly."""
+  from jmvae_jax.data import core, philox
+  want = core.key(seed, salt, *data).numpy()
+  got = np.array([seed % 2**63, salt], np.int64)
+  for d in data:
+    got = philox.fold_in(got, d)
+  np.testing.assert_array_equal(got, want)
+  uniform = tf.random.stateless_uniform((2, 600), seed=want, alg="philox").numpy()
+  words = tuple(np.asarray([w], np.uint32) for w in philox._words(got))
+  np.testing.assert_array_equal(np.asarray(philox.uniform(words, 1200))[0],
+                                uniform.reshape(-1))
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static", "none"])
+def test_batches_made_on_the_device_are_the_pipelines_bit_for_bit(mnist_dir, tmp_path,
+                                                                  binarize):
+  """The training loop's device feed (gathered and binarised inside jit) against
+  tf.data's batches: the same arrays, dtypes and order, from any start."""
+  import jax
+  from jmvae_jax import parallel
+  d, _ = mnist_dir
+  sets = [_load(_mnist_cfg(d, binarize=binarize), seed=3)]
+  if binarize == "none":   # and a dataset of attributes
+    sets.append(_load(dict(data_lib.default_config("shapes"), num_train=60, num_test=10,
+                           data_dir=str(tmp_path)), seed=3))
+  for ds in sets:
+    feed = ds.feed(20, parallel.make_mesh())
+    make = jax.jit(feed.make_batch)
+    for epoch, start in ((0, 0), (2, 1)):
+      host = _epoch(ds, epoch, 20, start)
+      made = [jax.device_get(make(inputs)) for inputs in feed.epoch(epoch, start)]
+      assert len(made) == len(host) > 0
+      for a, b in zip(made, host):
+        assert set(a) == set(b)
+        for k in b:
+          assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (epoch, k)
+
+
 def test_static_binarisation_and_fixed_test_set(mnist_dir):
   d, _ = mnist_dir
   static = _load(_mnist_cfg(d, binarize="static"), seed=0)

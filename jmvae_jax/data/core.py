@@ -30,6 +30,24 @@ except (RuntimeError, ValueError):
 TRAIN_SALT, STATIC_SALT, TEST_SALT, SHUFFLE_SALT = 1, 2, 3, 4
 
 
+# An 8-bit pixel p as the float p / 255, divided as tf.data divides (IEEE float32), for
+# the batches made on the device.
+PIXELS = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def gather(array, index):
+  """jnp: ``array[index]``, sharded as ``index`` is (a replicated table or training set
+  read at indices split over the mesh)."""
+  import jax
+  return array.at[index].get(out_sharding=jax.typeof(index).sharding)
+
+
+def pixels(image_u8):
+  """jnp: 8-bit pixels as floats in [0, 1], the same numbers as ``tf.cast(x) / 255``."""
+  import jax.numpy as jnp
+  return gather(jnp.asarray(PIXELS), image_u8.astype(jnp.int32))
+
+
 def u63(x: int) -> int:
   return int(x) % (2 ** 63)
 
@@ -65,7 +83,8 @@ def _options() -> tf.data.Options:
 
 @dataclasses.dataclass
 class InMemory:
-  """Train/test arrays held in memory; batches gather rows by index."""
+  """Train/test arrays held in memory; batches gather rows by index. ``device_fn`` and
+  ``epoch_words`` make the same training batches on the device (``DeviceFeed``)."""
   train: dict
   test: dict
   train_fn: Callable
@@ -74,6 +93,16 @@ class InMemory:
   test_idx: np.ndarray           # this process's test examples
   process_index: int = 0
   process_count: int = 1
+  device_fn: Callable | None = None     # jnp (raw batch, index [B], words) -> model batch
+  epoch_words: Callable | None = None   # (seed, epoch) -> the uint32 words device_fn takes
+
+  def order(self, seed, epoch, batch_size) -> np.ndarray:
+    """This process's example indices of each batch of the epoch: [steps, batch_size]."""
+    n, g = len(self.train_idx), batch_size * self.process_count
+    steps = n // g
+    order = self.train_idx[permutation(seed, epoch, n)][: steps * g].reshape(steps, g)
+    lo = self.process_index * batch_size
+    return order[:, lo: lo + batch_size]
 
   def __post_init__(self):
     self._train_t = {k: tf.constant(v) for k, v in self.train.items()}
@@ -83,11 +112,8 @@ class InMemory:
     """Global batch b is rows [b G, (b + 1) G) of the epoch's permutation of every
     example (G = batch_size x process_count); this process takes its slice of it, so
     the global batches, and the run, do not depend on the number of processes."""
-    n, g = len(self.train_idx), batch_size * self.process_count
-    steps = n // g
-    order = self.train_idx[permutation(seed, epoch, n)][: steps * g].reshape(steps, g)
-    lo = self.process_index * batch_size
-    return self._batches(self._train_t, self.train_fn, order[start:, lo: lo + batch_size], epoch)
+    return self._batches(self._train_t, self.train_fn,
+                         self.order(seed, epoch, batch_size)[start:], epoch)
 
   def test_ds(self, batch_size, padded_len):
     idx = self.test_idx
@@ -175,6 +201,14 @@ class Dataset:
     """This epoch's batches from batch index ``start``: numpy dicts, fixed by (seed, epoch)."""
     return iter(tfds.as_numpy(self.train_dataset(epoch, batch_size, start)))
 
+  def feed(self, batch_size: int, mesh) -> "HostFeed | DeviceFeed":
+    """What the training loop steps through: the batches made on the devices where the
+    dataset can (held in memory, with a device converter), else read on the host."""
+    self.steps_per_epoch(batch_size)   # checks the batch size
+    if getattr(self._source, "device_fn", None) is None:
+      return HostFeed(self, int(batch_size), mesh)
+    return DeviceFeed(self._source, self.seed, int(batch_size), mesh)
+
   def num_test_batches(self, batch_size: int) -> int:
     """Test batches per process: the same on every process (the largest shard's)."""
     per_process = -(-self.num_test_total // self.process_count)
@@ -191,6 +225,50 @@ class Dataset:
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE).with_options(_options())))
 
 
+class HostFeed:
+  """Training batches read on the host (tf.data) and placed on the mesh step by step."""
+  make_batch = None
+
+  def __init__(self, dataset, batch_size: int, mesh):
+    self.dataset, self.batch_size, self.mesh = dataset, batch_size, mesh
+
+  def epoch(self, epoch: int, start: int = 0):
+    from jmvae_jax import parallel
+    for local in self.dataset.train_batches(epoch, self.batch_size, start=start):
+      yield parallel.shard_batch(local, self.mesh)
+
+
+class DeviceFeed:
+  """The training split of an in-memory dataset held on the devices (replicated), and each
+  epoch's order: a batch is gathered and converted inside the jitted step, the same
+  batch, bit for bit, that ``Dataset.train_batches`` makes on the host."""
+
+  def __init__(self, source: InMemory, seed: int, batch_size: int, mesh):
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jmvae_jax import parallel
+    self.source, self.seed, self.batch_size, self.mesh = source, seed, batch_size, mesh
+    self.arrays = parallel.replicate({k: np.asarray(v) for k, v in source.train.items()}, mesh)
+    self._order_sharding = NamedSharding(mesh, P(None, parallel.AXIS))
+    self._jax = jax
+
+  def epoch(self, epoch: int, start: int = 0):
+    """The step inputs of the epoch's batches from ``start``: (arrays, the epoch's order
+    on the devices, the batch number, the epoch's words)."""
+    order = self.source.order(self.seed, epoch, self.batch_size).astype(np.int32)
+    placed = self._jax.make_array_from_process_local_data(self._order_sharding, order)
+    words = np.asarray(self.source.epoch_words(self.seed, epoch), np.uint32)
+    for b in range(start, order.shape[0]):
+      yield self.arrays, placed, np.int32(b), words
+
+  def make_batch(self, inputs):
+    """Inside the jitted step: the model batch of ``epoch``'s step inputs."""
+    arrays, order, b, words = inputs
+    index = order[b]
+    raw = {k: gather(v, index) for k, v in arrays.items()}
+    return self.source.device_fn(raw, index, words)
+
+
 def check_counts(name: str, n_train: int, n_test: int, process_count: int) -> None:
   """Every process needs a training example, and the test bound a test example."""
   if n_train < process_count or n_test < 1:
@@ -199,13 +277,14 @@ def check_counts(name: str, n_train: int, n_test: int, process_count: int) -> No
 
 
 def in_memory(name, modalities, train, test, train_fn, test_fn, seed, pi, pc,
-              attribute_names=()) -> Dataset:
+              attribute_names=(), device_fn=None, epoch_words=None) -> Dataset:
   """A Dataset over arrays held in memory: ``train_fn`` / ``test_fn`` convert a gathered
-  batch ``(raw, global indices, epoch) -> model batch``."""
+  batch ``(raw, global indices, epoch) -> model batch`` in tf.data; ``device_fn`` (jnp,
+  with ``epoch_words``) makes the same training batches on the device."""
   n_train, n_test = len(next(iter(train.values()))), len(next(iter(test.values())))
   check_counts(name, n_train, n_test, pc)
   source = InMemory(train, test, train_fn, test_fn, np.arange(n_train),
-                    shard_indices(n_test, pi, pc, False), pi, pc)
+                    shard_indices(n_test, pi, pc, False), pi, pc, device_fn, epoch_words)
   return Dataset(name=name, modalities=modalities, seed=seed, process_index=pi,
                  process_count=pc, num_train=n_train // pc, num_test=len(source.test_idx),
                  num_test_total=n_test, attribute_names=tuple(attribute_names), _source=source)

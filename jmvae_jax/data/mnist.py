@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from jmvae_jax.data import core, idx, mnist_pickle, tfds_util
+from jmvae_jax.data import core, idx, mnist_pickle, philox, tfds_util
 from jmvae_jax.errors import ConfigError
 from jmvae_jax.schema import Field, int_field, path_field
 
@@ -140,9 +140,42 @@ def batch_fn(binarize: str, seed: int, binarize_seed: int, train: bool):
   return fn
 
 
+def device_batch_fn(binarize: str):
+  """``batch_fn``'s training batches as a jnp function of (raw batch, global indices [B],
+  the epoch's words): the draws are TensorFlow's (``philox``), so the batches are the
+  same bit for bit. ``words`` are the two 32-bit halves of the key every index of the
+  epoch is folded into (``epoch_words``)."""
+  import jax.numpy as jnp
+
+  def fn(raw, index, words):
+    image = core.pixels(raw["image"])
+    if binarize != "none":
+      zero = index.astype(jnp.uint32) * 0
+      seeds = (zero + words[0], zero + words[1], index.astype(jnp.uint32), zero)
+      u = philox.uniform(seeds, image[0].size).reshape(image.shape)
+      image = (u < image).astype(jnp.float32)
+    return {"image": image, "label": raw["label"].astype(jnp.int32)}
+  return fn
+
+
+def epoch_words(binarize: str, binarize_seed: int):
+  """(seed, epoch) -> the uint32 words of the key ``batch_fn`` folds each example index
+  into: ``core.key(seed, TRAIN_SALT, epoch)`` (dynamic), ``core.key(binarize_seed,
+  STATIC_SALT)`` (static), after its first draw."""
+  def words(seed, epoch):
+    if binarize == "dynamic":
+      s = philox.fold_in(np.array([core.u63(seed), core.TRAIN_SALT], np.int64), epoch)
+    else:
+      s = np.array([core.u63(binarize_seed), core.STATIC_SALT], np.int64)
+    first = np.uint64(philox.draw_int64(s).astype(np.uint64))
+    return np.array([first & np.uint64(0xFFFFFFFF), first >> np.uint64(32)], np.uint32)
+  return words
+
+
 def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
   train, test = _arrays(c)
   train = _split(c, train)
   fn = lambda is_train: batch_fn(c["binarize"], seed, c["binarize_seed"], is_train)
   return core.in_memory(c["name"], MODALITIES, train, test, fn(True), fn(False), seed,
-                        process_index, process_count)
+                        process_index, process_count, device_fn=device_batch_fn(c["binarize"]),
+                        epoch_words=epoch_words(c["binarize"], c["binarize_seed"]))

@@ -22,10 +22,12 @@ from jmvae_jax.errors import ConfigError
 FILE = "mnist.pkl.gz"
 SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
 # What numpy's pickles of arrays need: the array reconstructor, ndarray, dtype, and the
-# scalar constructor (numpy 1.x and 2.x module names).
+# scalar constructor (numpy 1.x and 2.x module names); and, for a pickle written by
+# Python 3 at protocol 2, the latin-1 encoder its byte strings go through. None of them
+# does anything but build a value.
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("numpy", "ndarray"), ("numpy", "dtype")}
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _ArraysOnly(pickle.Unpickler):

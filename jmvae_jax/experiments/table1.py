@@ -1,11 +1,13 @@
 """The paper's Table 1 on MNIST: every row trained and evaluated, then one report.
 
   python -m jmvae_jax.experiments.table1 --workdir=DIR --data_dir=/path/to/mnist.pkl.gz \
-      [--protocol=short|paper] [--rows=jmvae_kl_0.1,jmvae_zero,...]
+      [--protocol=short|paper|smoke] [--rows=jmvae_kl_0.1,jmvae_zero,...] [--export=DIR]
 
-Each row is an ordinary workdir, DIR/PROTOCOL/ROW: running the command again resumes a row
-that was interrupted and skips one that is finished (trained and evaluated). The report,
-DIR/PROTOCOL/table1.md, is rewritten from whatever rows are finished.
+Each row is an ordinary workdir, DIR/PROTOCOL/ROW (``launch.py`` can resume or evaluate it
+too): running the command again resumes a row that was interrupted and skips one that is
+finished (trained and evaluated). Then DIR/PROTOCOL/table1.md is written from every
+finished row, and the paper's MNIST figures (figures.py) from the rows they need.
+``--export`` copies what is worth keeping (no checkpoints) to another directory.
 """
 from __future__ import annotations
 
@@ -13,14 +15,19 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
+
+from jmvae_jax.experiments import report
 
 PROTOCOLS = {
     # The paper's protocol (the numbers lost from the text, as the reproductions use them).
     "paper": dict(epochs=500, warmup_epochs=200, k=5000, prior_samples=5000),
     # The authors' code's default length.
     "short": dict(epochs=100, warmup_epochs=40, k=1000, prior_samples=5000),
+    # A few seconds a row, for tests and for trying the command.
+    "smoke": dict(epochs=1, warmup_epochs=1, k=8, prior_samples=8),
 }
 # Row name -> (objective, alpha, latent_dim); the latent-2 rows draw Figure 3.
 ROWS = {
@@ -35,28 +42,33 @@ ROWS = {
     "cvae_z2": ("cvae", 0.0, 2),
     "jmvae_kl_z2": ("jmvae_kl", 0.1, 2),
 }
+KEPT = ("evaluation.json", "config.json", "metrics.jsonl", "timing.json")
 
 
-def row_config(row: str, protocol: str, data_dir: str, base=None):
+def row_config(row: str, protocol: str, data_dir: str):
   """The config of one row: configs/mnist.py on the pickle, with the row's objective and
-  the protocol's length, warm-up and evaluation."""
+  latent size and the protocol's length, warm-up and evaluation (the smoke protocol:
+  configs/mnist.py's smoke model on every training image of the file)."""
   from configs import mnist
   objective, alpha, latent = ROWS[row]
   p = PROTOCOLS[protocol]
-  c = base or mnist.get_config()
+  c = mnist.get_config("smoke" if protocol == "smoke" else "")
   c.data.source = "pickle"
   c.data.data_dir = data_dir
   c.objective.name = objective
   c.objective.alpha = alpha
   c.objective.warmup_epochs = p["warmup_epochs"]
-  c.model.latent_dim = latent
+  c.model.latent_dim = latent if protocol != "smoke" else min(latent, c.model.latent_dim)
   c.train.epochs = p["epochs"]
   c.eval.k = p["k"]
   c.eval.prior_samples = p["prior_samples"]
+  if protocol == "smoke":   # every training image of the (small) file
+    c.data.split = "authors"
   return c
 
 
 def machine() -> str:
+  """The device and host a row ran on, for the report."""
   import jax
   cpu = platform.processor() or platform.machine()
   try:
@@ -69,40 +81,12 @@ def machine() -> str:
   return f"{kind} ({os.cpu_count()} cores, {cpu}), jax {jax.__version__}"
 
 
-def _timing_path(workdir):
-  return os.path.join(workdir, "timing.json")
-
-
-def _read_json(path):
+def read_json(path):
   try:
     with open(path) as f:
       return json.load(f)
   except (OSError, ValueError):
     return None
-
-
-def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dict:
-  """Trains (resuming) and evaluates one row; returns its evaluation.json."""
-  from jmvae_jax import train
-  from jmvae_jax.eval import job
-  workdir = os.path.join(root, protocol, row)
-  config = row_config(row, protocol, data_dir)
-  timing = _read_json(_timing_path(workdir)) or {"train_seconds": 0.0}
-  result = _read_json(os.path.join(workdir, "evaluation.json"))
-  total = None
-  if result is None:
-    t0 = time.time()
-    out = train.train_and_evaluate(config, workdir)
-    timing["train_seconds"] += time.time() - t0
-    total = out["step"]
-    timing["machine"] = machine()
-    _write_json(_timing_path(workdir), timing)
-    t0 = time.time()
-    result = job.evaluate_workdir(config, workdir, log=log)
-    timing["eval_seconds"] = time.time() - t0
-    _write_json(_timing_path(workdir), timing)
-  log(f"{row} ({protocol}): done" + (f" at step {total}" if total else " (already)"))
-  return result
 
 
 def _write_json(path, value):
@@ -112,23 +96,96 @@ def _write_json(path, value):
   os.replace(tmp, path)
 
 
+def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dict:
+  """Trains (resuming) and evaluates one row unless it is finished; its evaluation.json.
+  Wall times add up over resumptions, in WORKDIR/timing.json."""
+  from jmvae_jax import train
+  from jmvae_jax.eval import job
+  workdir = os.path.join(root, protocol, row)
+  result = read_json(os.path.join(workdir, "evaluation.json"))
+  if result is not None:
+    log(f"{row} ({protocol}): finished, skipped")
+    return result
+  config = row_config(row, protocol, data_dir)
+  timing_path = os.path.join(workdir, "timing.json")
+  t0 = time.time()
+  train.train_and_evaluate(config, workdir)
+  timing = read_json(timing_path) or {"train_seconds": 0.0}
+  timing["train_seconds"] += time.time() - t0
+  timing["machine"] = machine()
+  _write_json(timing_path, timing)
+  t0 = time.time()
+  result = job.evaluate_workdir(config, workdir, log=log)
+  timing["eval_seconds"] = time.time() - t0
+  _write_json(timing_path, timing)
+  log(f"{row} ({protocol}): done")
+  return result
+
+
+def finished_rows(root: str, protocol: str) -> dict:
+  """{row: {"evaluation", "timing", "config"}} of the rows with an evaluation.json."""
+  out = {}
+  for row in ROWS:
+    d = os.path.join(root, protocol, row)
+    result = read_json(os.path.join(d, "evaluation.json"))
+    if result is not None:
+      out[row] = {"evaluation": result, "timing": read_json(os.path.join(d, "timing.json")) or {},
+                  "config": read_json(os.path.join(d, "config.json")) or {}}
+  return out
+
+
+def export(root: str, protocol: str, dest: str) -> None:
+  """Copies the report, the figures and each row's small files (no checkpoints)."""
+  src = os.path.join(root, protocol)
+  out = os.path.join(dest, protocol)
+  os.makedirs(out, exist_ok=True)
+  for name in os.listdir(src):
+    if name == "table1.md" or name.endswith(".png"):
+      shutil.copy2(os.path.join(src, name), out)
+  for row in finished_rows(root, protocol):
+    os.makedirs(os.path.join(out, row), exist_ok=True)
+    for name in KEPT:
+      path = os.path.join(src, row, name)
+      if os.path.exists(path):
+        shutil.copy2(path, os.path.join(out, row))
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--workdir", required=True, help="where each row's workdir goes")
   parser.add_argument("--data_dir", required=True,
                       help="mnist.pkl.gz, or the directory holding it")
   parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="short")
   parser.add_argument("--rows", default=",".join(ROWS),
                       help=f"comma-separated, from {', '.join(ROWS)}")
+  parser.add_argument("--export", default="", help="copy the results (no checkpoints) here")
   args = parser.parse_args(argv)
   rows = [r for r in args.rows.split(",") if r]
   bad = [r for r in rows if r not in ROWS]
-  if bad:
-    parser.error(f"--rows: unknown {bad}; choose from {', '.join(ROWS)}")
+  if bad or not rows:
+    parser.error(f"--rows: unknown {bad or 'none given'}; choose from {', '.join(ROWS)}")
   from absl import logging
+  from jmvae_jax import ConfigError
+  from jmvae_jax.experiments import figures
   logging.set_verbosity(logging.ERROR)
-  for row in rows:
-    run_row(row, args.protocol, args.data_dir, args.workdir)
+  try:
+    for row in rows:
+      run_row(row, args.protocol, args.data_dir, args.workdir)
+    done = finished_rows(args.workdir, args.protocol)
+    out = os.path.join(args.workdir, args.protocol)
+    path = os.path.join(out, "table1.md")
+    with open(path, "w") as f:
+      f.write(report.table1(done, args.protocol, PROTOCOLS[args.protocol]))
+    print(f"wrote {path}")
+    for name in figures.draw(args.workdir, args.protocol, set(done), out):
+      print(f"wrote {name}")
+    if args.export:
+      export(args.workdir, args.protocol, args.export)
+      print(f"copied the results to {os.path.join(args.export, args.protocol)}")
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
 
 
 if __name__ == "__main__":
