@@ -68,6 +68,24 @@ def eval_config() -> ml_collections.ConfigDict:
   return e
 
 
+def gan_config(filters=(64, 128, 256, 256)) -> ml_collections.ConfigDict:
+  """The GAN objectives' section (jmvae_gan, vae_gan, cvae_gan, cmma_gan): the authors'
+  JMVAE-GAN values. The encoder's optimiser is config.optim."""
+  adam = dict(learning_rate=1e-4, b1=0.5, b2=0.999, eps=1e-8, clip_global_norm=0.0,
+              clip_value=0.0)   # the authors': Adam, no clipping, for each player
+  g = ml_collections.ConfigDict()
+  g.gamma = 1.0                # the weight of the reconstruction in the decoder's loss
+  g.prior_noise = "uniform"    # z for x_prior: "uniform" U(-1, 1) (the authors') | "normal"
+  g.reconstruction = "pixel"   # "pixel": x's likelihood (the authors') | "features": a
+                               # Gaussian on D's features (Larsen et al. 2015)
+  g.feature_layer = 2          # with "features": D's layer (0-3: its convolutions, 4: dense)
+  g.filters = filters          # D: 4x4 stride-2 convolutions with leaky ReLU, ...
+  g.dense = 1024               # ... then a dense layer, then one logit
+  g.decoder_optim = dict(adam)         # the x decoder's optimiser
+  g.discriminator_optim = dict(adam)   # the discriminator's
+  return g
+
+
 def get_config() -> ml_collections.ConfigDict:
   """The shared sections; the caller adds ``data`` and ``model``."""
   c = ml_collections.ConfigDict()

@@ -8,21 +8,41 @@ from __future__ import annotations
 import functools
 
 from jmvae_jax import objectives, schema
+from jmvae_jax.errors import ConfigError
 from jmvae_jax.model import Model, spec_from_config
 
 
 def build(config):
   """(model, loss_fn) for ``config``; ``loss_fn(model, params, batch, rng, *,
   kl_weight, reduce)`` has alpha and the warm-up scope bound."""
-  return from_checked(schema.check(config, sections=("model", "objective")))
+  return from_checked(schema.check(config, sections=("model", "objective", "gan")))
 
 
 def from_checked(c):
-  """``build`` of a config that ``schema.check`` has checked and completed."""
+  """``build`` of a config that ``schema.check`` has checked and completed. A GAN
+  objective gets a ``gan.GanModel`` (the Model with a discriminator on x)."""
   objective = objectives.get(c.objective.name)
   options = {"alpha": c.objective.alpha, "warmup_scope": c.objective.warmup_scope}
-  model = Model(spec_from_config(c.model, objective.components))
+  spec = spec_from_config(c.model, objective.components)
+  model = _gan_model(spec, c, objective) if objective.gan else Model(spec)
   return model, checked_loss(functools.partial(objective.fn, **options))
+
+
+def _gan_model(spec, c, objective):
+  from jmvae_jax import gan
+  x = spec.modality(spec.x)
+  if x.network != "conv64":
+    raise ConfigError(f"config.objective.name={objective.name!r} puts a discriminator on x, "
+                      f"which must be an image of network 'conv64'; "
+                      f"config.model.modalities.{x.name}.network is {x.network!r}")
+  g = c.gan
+  fn = objective.fn
+  return gan.GanModel(spec, gan.GanSpec(
+      filters=tuple(g.filters), dense=g.dense, gamma=g.gamma, prior_noise=g.prior_noise,
+      reconstruction=g.reconstruction, feature_layer=g.feature_layer,
+      conditioned=objective.gan == "conditioned",
+      decoder_loss=getattr(fn, "decoder_loss", None),
+      discriminator_loss=getattr(fn, "discriminator_loss", None)))
 
 
 def checked_loss(fn):

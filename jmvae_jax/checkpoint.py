@@ -61,7 +61,8 @@ class Checkpointer:
     saved = self.manager.item_metadata(step)["state"]
     saved = getattr(saved, "tree", saved)
     want, have = _shapes_by_path(abstract_state), _shapes_by_path(saved)
-    for key in sorted(set(want) | set(have)):
+    # the parameters first: a different network says more than the optimiser state it implies
+    for key in sorted(set(want) | set(have), key=lambda k: (not k.startswith("params"), k)):
       if want.get(key) != have.get(key):
         if key.startswith("opt_state") and what == "architecture":
           what = ("optimiser state layout (a checkpoint of an older jmvae-jax, before the "

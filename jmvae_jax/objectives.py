@@ -39,15 +39,18 @@ class Objective:
   name: str
   fn: Callable
   components: Callable = full_components
+  gan: str = ""   # "": one player; "image": a GAN on x's decoder (gan.py); "conditioned":
+                  # its discriminator also sees w (CVAE-GAN)
 
 
 REGISTRY: dict[str, Objective] = {}
 
 
-def register(name: str, components: Callable = full_components):
-  """Decorator: makes ``fn`` selectable as ``config.objective.name = name``."""
+def register(name: str, components: Callable = full_components, gan: str = ""):
+  """Decorator: makes ``fn`` selectable as ``config.objective.name = name``; with ``gan``,
+  ``fn`` is the encoder's loss of a three-player GAN objective (gan.py)."""
   def wrap(fn):
-    REGISTRY[name] = Objective(name, fn, components)
+    REGISTRY[name] = Objective(name, fn, components, gan)
     return fn
   return wrap
 
@@ -104,6 +107,7 @@ def jmvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="
   return _finish(-(recon - w_prior * terms["kl/prior"]), terms, reduce)
 
 
+@register("jmvae_gan", components=full_components, gan="image")
 @register("jmvae_kl", components=full_components)
 def jmvae_kl(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
              reduce=True):
@@ -133,6 +137,7 @@ def _x_bound(model, params, batch, rng, q, kl, w_prior, reduce, cond=None):
   return _finish(-(terms[f"recon/{x}"] - w_prior * kl), terms, reduce)
 
 
+@register("vae_gan", components=lambda names, x: (((x,),), ((x, ()),)), gan="image")
 @register("vae", components=lambda names, x: (((x,),), ((x, ()),)))
 def vae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
         reduce=True):
@@ -147,6 +152,7 @@ def _cvae_components(names, x):
   return (tuple(names),), ((x, tuple(n for n in names if n != x)),)
 
 
+@register("cvae_gan", components=_cvae_components, gan="conditioned")
 @register("cvae", components=_cvae_components)
 def cvae(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
          reduce=True):
@@ -163,6 +169,7 @@ def _cmma_components(names, x):
   return (tuple(names), w), ((x, ()),)
 
 
+@register("cmma_gan", components=_cmma_components, gan="image")
 @register("cmma", components=_cmma_components)
 def cmma(model, params, batch, rng, *, kl_weight=1.0, alpha=0.0, warmup_scope="prior",
          reduce=True):
@@ -193,6 +200,7 @@ def get(name: str) -> Objective:
     if not callable(fn):
       raise ConfigError(f"config.objective.name={name!r}: {module_name!r} has no function "
                         f"{fn_name!r}")
-    return Objective(name, fn, getattr(fn, "components", full_components))
+    return Objective(name, fn, getattr(fn, "components", full_components),
+                     getattr(fn, "gan", ""))
   raise ConfigError(f"config.objective.name={name!r} is not valid; allowed: "
                     f"{', '.join(map(repr, sorted(REGISTRY)))} or 'package.module:function'")

@@ -20,9 +20,9 @@ def load_trained(config, workdir: str, step: int | None = None):
   checkpoint; a one-line ConfigError if there is none or it has another architecture."""
   from jmvae_jax import train
   from jmvae_jax.workdir import Workdir
-  c = schema.check(config, sections=("model", "objective", "optim"))
+  c = schema.check(config, sections=("model", "objective", "optim", "gan"))
   model, loss_fn = builder.from_checked(c)
-  optimizer = train.make_optimizer(c.optim)
+  optimizer = train.make_optimizers(c, model)
   with Workdir(workdir, config, write=False) as wd:
     abstract = jax.eval_shape(lambda: train.init_state(model, optimizer, jax.random.PRNGKey(0)))
     state, meta = wd.restore(abstract, step)

@@ -102,7 +102,18 @@ EVAL = {
                         convert=tuple),
     "matmul_precision": Field("highest", choices=MATMUL_PRECISIONS),
 }
-SECTIONS = {"objective": OBJECTIVE, "optim": OPTIM, "train": TRAIN, "eval": EVAL}
+GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
+    "gamma": number_field(1.0, lambda v: v >= 0, ">= 0"),
+    "prior_noise": Field("uniform", choices=("uniform", "normal")),
+    "reconstruction": Field("pixel", choices=("pixel", "features")),
+    "feature_layer": int_field(2, 0, "an int >= 0"),
+    "filters": ints_field((64, 128, 256, 256)),
+    "dense": int_field(1024),
+    "decoder_optim": Field({}, "a dict of config.optim's fields", lambda v: isinstance(v, Mapping)),
+    "discriminator_optim": Field({}, "a dict of config.optim's fields",
+                                 lambda v: isinstance(v, Mapping)),
+}
+SECTIONS = {"objective": OBJECTIVE, "optim": OPTIM, "train": TRAIN, "eval": EVAL, "gan": GAN}
 TOP_LEVEL = ("seed", "data", "model") + tuple(SECTIONS)
 
 
@@ -139,6 +150,17 @@ def check_section(name: str, section) -> dict:
   if name == "objective":
     from jmvae_jax import objectives   # the name must resolve (a user's module imports)
     objectives.get(out["name"])
+  if name == "gan":
+    for player in ("decoder_optim", "discriminator_optim"):
+      out[player] = check_fields(f"config.gan.{player}", OPTIM,
+                                 _as_dict(out[player], f"config.gan.{player}"),
+                                 what=f"config.gan.{player}")
+    if not out["filters"]:
+      raise ConfigError("config.gan.filters=() must hold at least one convolution's filters")
+    if out["feature_layer"] > len(out["filters"]):
+      raise ConfigError(f"config.gan.feature_layer={out['feature_layer']} is not a layer of the "
+                        f"discriminator; allowed: 0-{len(out['filters'])} (its "
+                        f"{len(out['filters'])} convolutions, then its dense layer)")
   return out
 
 
@@ -275,8 +297,4 @@ def check(config, sections=TOP_LEVEL) -> ml_collections.ConfigDict:
       out[name] = check_section(name, plain.get(name))
   return ml_collections.ConfigDict(out)
 
-
-def describe_defaults() -> dict:
-  """{section: {field: default}} of the sections with fixed fields (for documentation)."""
-  return {s: {k: f.default for k, f in fields.items()} for s, fields in SECTIONS.items()}
 

@@ -35,6 +35,17 @@ def make_optimizer(optim_cfg) -> optax.GradientTransformation:
   return optim.clipped_adam(**schema.check_section("optim", optim_cfg))
 
 
+def make_optimizers(c, model):
+  """The optimiser of a checked config: ``config.optim``'s, or for a GAN one per player
+  (the encoder: ``config.optim``; ``config.gan.decoder_optim``, ``discriminator_optim``)."""
+  from jmvae_jax import gan
+  if not isinstance(model, gan.GanModel):
+    return make_optimizer(c.optim)
+  return gan.PlayerOptimizers(model, make_optimizer(c.optim),
+                              make_optimizer(c.gan.decoder_optim),
+                              make_optimizer(c.gan.discriminator_optim))
+
+
 def init_state(model, optimizer, rng) -> TrainState:
   params = model.init(rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -67,7 +78,9 @@ def jit_train_step(model, loss_fn, optimizer, matmul_precision: str = "highest",
   float32 products where a GPU would use TF32; a CPU computes the same either way).
   ``make_batch``: the step takes a feed's inputs and makes its batch first (a
   ``DeviceFeed``: the batch is gathered and binarised on the device)."""
-  step = functools.partial(train_step, model=model, loss_fn=loss_fn, optimizer=optimizer)
+  from jmvae_jax import gan
+  one_step = gan.train_step if isinstance(optimizer, gan.PlayerOptimizers) else train_step
+  step = functools.partial(one_step, model=model, loss_fn=loss_fn, optimizer=optimizer)
   if make_batch is not None:
     step = functools.partial(fed_step, make_batch=make_batch, step=step)
   return jax.jit(jax.default_matmul_precision(matmul_precision)(step), donate_argnums=0)
@@ -162,7 +175,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   from jmvae_jax.workdir import Workdir, key_ints
   c = schema.check(config)   # every field, before any data, file or compile
   model, loss_fn = builder.from_checked(c)
-  optimizer = make_optimizer(c.optim)
+  optimizer = make_optimizers(c, model)
   local_batch = parallel.check_batch_size(c.train.batch_size)
   with Workdir(workdir, config, write=True, keep=c.train.keep_checkpoints) as wd:
     data = data_lib.load(c.data, c.seed)

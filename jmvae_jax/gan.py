@@ -1,0 +1,260 @@
+"""The GAN of JMVAE-GAN and the GAN baselines (VAE-GAN, CVAE-GAN, CMMA-GAN).
+
+As in VAE-GAN (Larsen et al. 2015) and the authors' code (Tars v0.0.2 ``mvaegan.py``,
+``gan.py``), a discriminator D judges the images of the x decoder, and every training
+step makes three updates, in this order, each with its own optimiser and each seeing the
+parameters the previous one produced:
+
+1. *encoder* (the encoders and every decoder but x's): the objective's own bound, e.g.
+   JMVAE-kl's loss with the warm-up on the prior KL;
+2. *decoder* (x's decoder alone): ``-gamma E log p(x|z) - E log D(x_rec) - E log D(x_prior)``,
+   x_rec decoded from z ~ q (the encoder that sees x: q(z|x,w), or q(z|x) for VAE-GAN),
+   x_prior from z_p ~ the prior noise (U(-1, 1), the authors', or N(0, I));
+3. *discriminator*: ``-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec))``.
+
+``log D`` is ``log(D + eps)`` with eps float32's machine epsilon, as the authors compute
+it; one z_p draw is shared by the three updates. With ``reconstruction="features"`` the
+reconstruction terms are Larsen et al.'s Gaussian on a layer of D's features instead of
+the pixels. CVAE-GAN's discriminator also sees w (the authors' ``cmmagan``/``cvaegan``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jmvae_jax import distributions as D
+from jmvae_jax import modalities as M
+from jmvae_jax.model import Model
+from jmvae_jax.networks import StrideTwoConv
+
+EPS = float(np.finfo(np.float32).eps)
+PLAYERS = ("encoder", "decoder", "discriminator")
+PRIOR_NOISES = ("uniform", "normal")
+RECONSTRUCTIONS = ("pixel", "features")
+
+
+class Discriminator(nn.Module):
+  """Four 4x4 stride-2 convolutions with leaky ReLU (no normalisation), flatten, a dense
+  layer (leaky ReLU), one logit. Returns (logit [B], the features of every layer: the
+  four convolutions' outputs and the dense layer's). ``conditions``: modalities
+  concatenated to the flattened features (CVAE-GAN's w)."""
+  filters: tuple[int, ...]
+  dense: int
+  conditions: tuple[M.ModalitySpec, ...] = ()
+
+  @nn.compact
+  def __call__(self, x, cond: dict | None = None):
+    feats = []
+    h = x
+    for i, f in enumerate(self.filters):
+      h = nn.leaky_relu(StrideTwoConv(f, name=f"conv{i}")(h))
+      feats.append(h)
+    h = h.reshape(h.shape[0], -1)
+    if self.conditions:
+      h = jnp.concatenate([h] + [M.encoder_input(s, cond[s.name]).reshape(h.shape[0], -1)
+                                 for s in self.conditions], -1)
+    h = nn.leaky_relu(nn.Dense(self.dense, name="dense")(h))
+    feats.append(h)
+    return nn.Dense(1, name="logit")(h)[:, 0], feats
+
+
+@dataclasses.dataclass(frozen=True)
+class GanSpec:
+  """What the GAN adds to a model; hashable (static under jit)."""
+  filters: tuple[int, ...] = (64, 128, 256, 256)
+  dense: int = 1024
+  gamma: float = 1.0
+  prior_noise: str = "uniform"
+  reconstruction: str = "pixel"
+  feature_layer: int = 2
+  conditioned: bool = False   # D sees w too (CVAE-GAN)
+  decoder_loss: Any = None        # a user's own (model, params, batch, rng, z_prior) ->
+  discriminator_loss: Any = None  # (loss, terms) for those players; None: the ones below
+
+
+class GanModel(Model):
+  """A Model whose parameters also hold the discriminator's (``params["discriminator"]``);
+  inference, generation and the estimators are the Model's."""
+
+  def __init__(self, spec, gan: GanSpec):
+    super().__init__(spec)
+    self.gan = gan
+    cond = tuple(spec.modality(n) for n in spec.w) if gan.conditioned else ()
+    self.discriminator = Discriminator(gan.filters, gan.dense, cond)
+
+  def _init(self, rng):
+    k_model, k_disc = jax.random.split(rng)
+    params = super()._init(k_model)
+    x = self.spec.modality(self.spec.x)
+    image = jnp.zeros((1,) + x.shape, jnp.float32)
+    cond = {n: jnp.zeros((1,) + self.spec.modality(n).shape, jnp.float32) for n in self.spec.w}
+    return dict(params, discriminator=self.discriminator.init(k_disc, image, cond)["params"])
+
+  def discriminate(self, params, x, cond=None):
+    """(logit [B], features) of D on images ``x``."""
+    return self.discriminator.apply({"params": params["discriminator"]}, x, cond)
+
+
+# ----------------------------------------------------------------------------
+# The players' parameters.
+# ----------------------------------------------------------------------------
+
+def player_params(model: GanModel, params, player: str):
+  """The part of ``params`` that ``player`` updates."""
+  x = model.spec.x
+  if player == "encoder":
+    return {"encoder": params["encoder"],
+            "decoder": {n: p for n, p in params["decoder"].items() if n != x}}
+  if player == "decoder":
+    return params["decoder"][x]
+  return params["discriminator"]
+
+
+def with_player(model: GanModel, params, player: str, part):
+  """``params`` with ``player``'s part replaced by ``part``."""
+  x = model.spec.x
+  if player == "encoder":
+    return dict(params, encoder=part["encoder"],
+                decoder=dict(part["decoder"], **{x: params["decoder"][x]}))
+  if player == "decoder":
+    return dict(params, decoder=dict(params["decoder"], **{x: part}))
+  return dict(params, discriminator=part)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlayerOptimizers:
+  """One optax transformation per player of ``model``; its state is {player: state}."""
+  model: GanModel
+  encoder: Any
+  decoder: Any
+  discriminator: Any
+
+  def init(self, params):
+    return {p: getattr(self, p).init(player_params(self.model, params, p)) for p in PLAYERS}
+
+
+# ----------------------------------------------------------------------------
+# The losses, pure functions of the parameters.
+# ----------------------------------------------------------------------------
+
+def log_d(logit):
+  """log(D + eps), D = sigmoid(logit): the authors' log D."""
+  return jnp.log(jax.nn.sigmoid(logit) + EPS)
+
+
+def log_not_d(logit):
+  """log(1 - D + eps)."""
+  return jnp.log(1.0 - jax.nn.sigmoid(logit) + EPS)
+
+
+def prior_noise(gan: GanSpec, rng, batch_size: int, latent_dim: int):
+  if gan.prior_noise == "uniform":
+    return jax.random.uniform(rng, (batch_size, latent_dim), jnp.float32, -1.0, 1.0)
+  return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
+
+
+def _recon_posterior(model: Model, params, batch):
+  """The encoder that sees x: q(z|x, w) where the model has it, else q(z|x)."""
+  return model.posterior(params, {n: batch[n] for n in model.spec.read})
+
+
+def fakes(model: GanModel, params, batch, rng, z_prior):
+  """(z ~ q, the decoder means at z and at ``z_prior``): x_rec and x_prior."""
+  x = model.spec.x
+  z = D.sample(rng, _recon_posterior(model, params, batch))
+  cond = {n: batch[n] for n in model.spec.w}
+  return z, model.generate(params, x, z, cond), model.generate(params, x, z_prior, cond)
+
+
+def reconstruction(model: GanModel, params, batch, z) -> jax.Array:
+  """E log p(x|z) per example: the x decoder's likelihood ("pixel"), or a unit-variance
+  Gaussian on D's ``feature_layer`` features of x given those of the decoder mean."""
+  x = model.spec.x
+  cond = {n: batch[n] for n in model.spec.w}
+  if model.gan.reconstruction == "pixel":
+    return model.log_likelihood(params, x, z, batch[x], cond)
+  layer = model.gan.feature_layer
+  real = model.discriminate(params, batch[x], cond)[1][layer]
+  fake = model.discriminate(params, model.generate(params, x, z, cond), cond)[1][layer]
+  diff = (real - fake).reshape(real.shape[0], -1)
+  return -0.5 * jnp.sum(D.LOG_2PI + jnp.square(diff), -1)
+
+
+def decoder_loss(model: GanModel, params, batch, rng, z_prior):
+  """-gamma E log p(x|z) - E log D(x_rec) - E log D(x_prior); (loss, terms)."""
+  cond = {n: batch[n] for n in model.spec.w}
+  z, x_rec, x_prior = fakes(model, params, batch, rng, z_prior)
+  recon = jnp.mean(reconstruction(model, params, batch, z))
+  d_rec = model.discriminate(params, x_rec, cond)[0]
+  d_prior = model.discriminate(params, x_prior, cond)[0]
+  loss = -model.gan.gamma * recon - jnp.mean(log_d(d_rec)) - jnp.mean(log_d(d_prior))
+  return loss, {"gan/decoder_loss": loss, "gan/reconstruction": recon}
+
+
+def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
+  """-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec)); (loss, terms)."""
+  x = model.spec.x
+  cond = {n: batch[n] for n in model.spec.w}
+  _, x_rec, x_prior = fakes(model, params, batch, rng, z_prior)
+  d_real = model.discriminate(params, batch[x], cond)[0]
+  d_rec = model.discriminate(params, x_rec, cond)[0]
+  d_prior = model.discriminate(params, x_prior, cond)[0]
+  loss = -jnp.mean(log_d(d_real)) - jnp.mean(log_not_d(d_prior)) - jnp.mean(log_not_d(d_rec))
+  accuracy = (jnp.mean(d_real > 0) + 0.5 * jnp.mean(d_rec < 0) + 0.5 * jnp.mean(d_prior < 0)) / 2
+  return loss, {"gan/discriminator_loss": loss, "gan/d_real": jnp.mean(jax.nn.sigmoid(d_real)),
+                "gan/d_fake": jnp.mean(jax.nn.sigmoid(d_rec)), "gan/d_accuracy": accuracy}
+
+
+# ----------------------------------------------------------------------------
+# The three updates and the step.
+# ----------------------------------------------------------------------------
+
+def _update(model, optimizer, opt_state, params, player, loss):
+  """One player's optax update of ``loss(params with its part) -> (loss, terms)``."""
+  part = player_params(model, params, player)
+  (_, terms), grads = jax.value_and_grad(
+      lambda q: loss(with_player(model, params, player, q)), has_aux=True)(part)
+  updates, opt_state = optimizer.update(grads, opt_state, part)
+  terms[f"grad_norm/{player}"] = optax.tree.norm(grads)
+  return with_player(model, params, player, optax.apply_updates(part, updates)), opt_state, terms
+
+
+def encoder_update(model, loss_fn, optimizer, opt_state, params, batch, rng, kl_weight):
+  return _update(model, optimizer, opt_state, params, "encoder",
+                 lambda p: loss_fn(model, p, batch, rng, kl_weight=kl_weight))
+
+
+def decoder_update(model, optimizer, opt_state, params, batch, rng, z_prior):
+  loss = model.gan.decoder_loss or decoder_loss
+  return _update(model, optimizer, opt_state, params, "decoder",
+                 lambda p: loss(model, p, batch, rng, z_prior))
+
+
+def discriminator_update(model, optimizer, opt_state, params, batch, rng, z_prior):
+  loss = model.gan.discriminator_loss or discriminator_loss
+  return _update(model, optimizer, opt_state, params, "discriminator",
+                 lambda p: loss(model, p, batch, rng, z_prior))
+
+
+def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
+  """The three updates in order, each from the parameters the previous one left; the
+  randomness folded from the step, one prior-noise draw for all three."""
+  keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
+  x = model.spec.x
+  z_prior = prior_noise(model.gan, keys[3], batch[x].shape[0], model.spec.latent_dim)
+  opt = dict(state.opt_state)
+  params, opt["encoder"], terms = encoder_update(
+      model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
+      kl_weight)
+  params, opt["decoder"], dec_terms = decoder_update(
+      model, optimizer.decoder, opt["decoder"], params, batch, keys[1], z_prior)
+  params, opt["discriminator"], disc_terms = discriminator_update(
+      model, optimizer.discriminator, opt["discriminator"], params, batch, keys[2], z_prior)
+  terms = dict(terms, **dec_terms, **disc_terms)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt), terms

@@ -1,0 +1,207 @@
+"""The GAN objectives: who each update moves, the losses against numpy, a discriminator
+that learns, the step's order, resuming, and bad input."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import shapes64
+from jmvae_jax import ConfigError, builder, gan, schema, train
+
+SMOKE = schema.check(shapes64.get_config("smoke"))
+
+
+def _setup(objective="jmvae_gan", **gan_fields):
+  c = shapes64.get_config("smoke")
+  c.objective.name = objective
+  for k, v in gan_fields.items():
+    c.gan[k] = v
+  c = schema.check(c)
+  model, loss_fn = builder.from_checked(c)
+  optimizer = train.make_optimizers(c, model)
+  state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.random((6, 64, 64, 3)).astype(np.float32),
+           "attributes": np.where(rng.random((6, 7)) < 0.5, -1.0, 1.0).astype(np.float32)}
+  return model, loss_fn, optimizer, state, batch
+
+
+def _leaves(tree):
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _owner(model, path):
+  if path.startswith("['discriminator']"):
+    return "discriminator"
+  return "decoder" if path.startswith(f"['decoder']['{model.spec.x}']") else "encoder"
+
+
+@pytest.mark.parametrize("objective", ["jmvae_gan", "cvae_gan"])
+def test_each_update_moves_its_own_player_and_the_step_makes_them_in_order(objective):
+  """Encoder, decoder, discriminator: each update changes its player's parameters and no
+  other's, bit for bit; the step is the three in order, each from the last one's."""
+  model, loss_fn, opt, state, batch = _setup(objective)
+  rng = jax.random.PRNGKey(11)
+
+  @jax.jit
+  def chain(state):
+    keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
+    z_prior = gan.prior_noise(model.gan, keys[3], 6, model.spec.latent_dim)
+    o = state.opt_state
+    p1, _, _ = gan.encoder_update(model, loss_fn, opt.encoder, o["encoder"], state.params,
+                                  batch, keys[0], 0.5)
+    p2, _, _ = gan.decoder_update(model, opt.decoder, o["decoder"], p1, batch, keys[1], z_prior)
+    p3, _, _ = gan.discriminator_update(model, opt.discriminator, o["discriminator"], p2,
+                                        batch, keys[2], z_prior)
+    new, terms = gan.train_step(state, batch, rng, 0.5, model=model, loss_fn=loss_fn,
+                                optimizer=opt)
+    return (state.params, p1, p2, p3), new, terms
+
+  stages, new, terms = chain(state)
+  for player, (a, b) in zip(gan.PLAYERS, zip(stages, stages[1:])):
+    before, after = _leaves(a), _leaves(b)
+    moved = {k for k in before if not np.array_equal(before[k], after[k])}
+    mine = {k for k in before if _owner(model, k) == player}
+    assert moved <= mine and len(moved) >= 0.9 * len(mine), (player, mine - moved)
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(stages[3])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert int(new.step) == 1 and set(new.opt_state) == set(gan.PLAYERS)
+  assert {"gan/decoder_loss", "gan/discriminator_loss", "gan/d_accuracy", "loss",
+          "grad_norm/encoder", "grad_norm/decoder", "grad_norm/discriminator"} <= set(terms)
+
+
+@pytest.mark.parametrize("objective,encoder_decoders", [("vae_gan", set()),
+                                                        ("cmma_gan", set()),
+                                                        ("jmvae_gan", {"attributes"})])
+def test_the_players_split_the_parameters(objective, encoder_decoders):
+  """Every parameter belongs to exactly one player; x's decoder is the decoder's."""
+  model, _, _, state, _ = _setup(objective)
+  parts = {p: _leaves(gan.player_params(model, state.params, p)) for p in gan.PLAYERS}
+  assert sum(len(v) for v in parts.values()) == len(_leaves(state.params))
+  assert set(gan.player_params(model, state.params, "encoder")["decoder"]) == encoder_decoders
+  rebuilt = state.params
+  for p in gan.PLAYERS:
+    rebuilt = gan.with_player(model, rebuilt, p, gan.player_params(model, state.params, p))
+  assert jax.tree.structure(rebuilt) == jax.tree.structure(state.params)
+
+
+def test_the_losses_equal_a_numpy_recomputation():
+  """From the networks' own outputs (D's logits, the decoder's logits), the three losses
+  recomputed in float64 numpy."""
+  model, loss_fn, _, state, batch = _setup()
+  params, key = state.params, jax.random.PRNGKey(7)
+  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(8), 6, model.spec.latent_dim)
+  dec, _ = gan.decoder_loss(model, params, batch, key, z_prior)
+  disc, _ = gan.discriminator_loss(model, params, batch, key, z_prior)
+  # the same draws, the networks' outputs fetched one by one
+  cond = {"attributes": batch["attributes"]}
+  q = model.posterior(params, batch)
+  eps_z = np.asarray(jax.random.normal(key, q.mean.shape))
+  z = np.asarray(q.mean) + np.exp(0.5 * np.asarray(q.logvar)) * eps_z
+  logits = np.asarray(model.decode(params, "image", jnp.asarray(z, jnp.float32)), np.float64)
+  x_rec = 1 / (1 + np.exp(-logits))
+  x_prior = 1 / (1 + np.exp(-np.asarray(model.decode(params, "image", z_prior), np.float64)))
+  d = lambda img: np.asarray(model.discriminate(params, jnp.asarray(img, jnp.float32), cond)[0],
+                             np.float64)
+  sig = lambda a: 1 / (1 + np.exp(-a))
+  eps = np.finfo(np.float32).eps
+  x = batch["image"].astype(np.float64).reshape(6, -1)
+  recon = np.mean(np.sum(x * logits.reshape(6, -1) - np.logaddexp(0, logits.reshape(6, -1)), 1))
+  want_dec = -recon - np.mean(np.log(sig(d(x_rec)) + eps)) - np.mean(np.log(sig(d(x_prior)) + eps))
+  want_disc = (-np.mean(np.log(sig(d(batch["image"])) + eps))
+               - np.mean(np.log(1 - sig(d(x_prior)) + eps))
+               - np.mean(np.log(1 - sig(d(x_rec)) + eps)))
+  np.testing.assert_allclose(float(dec), want_dec, rtol=1e-5)
+  np.testing.assert_allclose(float(disc), want_disc, rtol=1e-4)
+
+
+def test_the_discriminator_learns_a_fixed_real_batch_from_a_fixed_fake_one():
+  model, _, _, state, batch = _setup()
+  real = np.zeros((6, 64, 64, 3), np.float32)
+  real[:, 16:48, 16:48] = 1.0                        # a square on black
+  fake = np.random.default_rng(1).random((6, 64, 64, 3)).astype(np.float32)   # noise
+  opt = optax.adam(1e-3)
+
+  def loss(p):
+    params = dict(state.params, discriminator=p)
+    lr = model.discriminate(params, real)[0]
+    lf = model.discriminate(params, fake)[0]
+    return -jnp.mean(gan.log_d(lr)) - jnp.mean(gan.log_not_d(lf)), (lr, lf)
+
+  @jax.jit
+  def step(p, s):
+    (value, logits), g = jax.value_and_grad(loss, has_aux=True)(p)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s, value, logits
+
+  p, s = state.params["discriminator"], opt.init(state.params["discriminator"])
+  first = None
+  for _ in range(25):
+    p, s, value, (lr, lf) = step(p, s)
+    first = float(value) if first is None else first
+  assert float(value) < 0.1 * first
+  assert np.all(np.asarray(lr) > 0) and np.all(np.asarray(lf) < 0)   # D(real) > 1/2 > D(fake)
+
+
+def test_features_reconstruction_is_a_gaussian_on_the_chosen_layer():
+  model, _, _, state, batch = _setup(reconstruction="features", feature_layer=1)
+  z = jnp.zeros((6, model.spec.latent_dim))
+  got = np.asarray(gan.reconstruction(model, state.params, batch, z))
+  cond = {"attributes": batch["attributes"]}
+  real = np.asarray(model.discriminate(state.params, batch["image"], cond)[1][1], np.float64)
+  mean = np.asarray(model.generate(state.params, "image", z))
+  fake = np.asarray(model.discriminate(state.params, mean, cond)[1][1], np.float64)
+  diff = (real - fake).reshape(6, -1)
+  want = -0.5 * np.sum(np.log(2 * np.pi) + diff ** 2, 1)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_gan_run_resumed_halfway_ends_as_one_that_was_not(tmp_path):
+  c = shapes64.get_config("smoke")
+  c.data.data_dir = str(tmp_path / "data")
+  c.train.epochs, c.train.checkpoint_every_steps, c.train.eval_every_epochs = 2, 6, 0
+  straight = train.train_and_evaluate(c, str(tmp_path / "straight"))
+  c.train.epochs = 1
+  train.train_and_evaluate(c, str(tmp_path / "halves"))
+  c.train.epochs = 2
+  train.train_and_evaluate(c, str(tmp_path / "halves"))
+  from jmvae_jax import restore
+  a = restore.load_trained(c, str(tmp_path / "straight"))[2]
+  b = restore.load_trained(c, str(tmp_path / "halves"))[2]
+  assert set(a.params) == {"encoder", "decoder", "discriminator"} and int(b.step) == 12
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params,
+                                                                              b.opt_state))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert "gan/d_accuracy" in straight["train"]
+  # the same workdir with the discriminator gone (or back) is another architecture
+  c.objective.name = "jmvae_kl"
+  with pytest.raises(ConfigError, match=r"another architecture \(config.objective.name: "
+                                        r"'jmvae_gan' there, 'jmvae_kl' here\)"):
+    train.train_and_evaluate(c, str(tmp_path / "halves"))
+  os.remove(tmp_path / "halves" / "config.json")
+  with pytest.raises(ConfigError, match=r"does not match .*: params/discriminator/conv0"):
+    train.train_and_evaluate(c, str(tmp_path / "halves"))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("network", "mlp", r"config.objective.name='jmvae_gan' puts a discriminator on x, which "
+                       r"must be an image of network 'conv64'"),
+    ("feature_layer", 5, r"config.gan.feature_layer=5 is not a layer of the discriminator; "
+                         r"allowed: 0-4"),
+    ("prior_noise", "cauchy", r"config.gan.prior_noise='cauchy' is not valid"),
+    ("decoder_optim", {"learning_rate": -1.0}, r"config.gan.decoder_optim.learning_rate=-1.0"),
+])
+def test_bad_gan_configs_are_one_line_naming_the_field(field, value, message):
+  c = shapes64.get_config("smoke")
+  if field == "network":
+    c.model.modalities.image = dict(likelihood="bernoulli", shape=(64, 64, 3), hidden=(8,),
+                                    decoder_hidden=(8,))
+  else:
+    c.gan[field] = value
+  with pytest.raises(ConfigError, match=message) as e:
+    builder.build(c)
+  assert "\n" not in str(e.value)
