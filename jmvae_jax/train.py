@@ -159,6 +159,13 @@ def _report(at, state, model, data, batch_size, mesh, writer, bound, rng) -> dic
   result = evaluate_bound(bound, model, state.params, data, batch_size, mesh, rng)
   print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
   writer.scalars(at, result, prefix="test")
+  if hasattr(model, "discriminate"):   # a GAN: how often D is right about held-out images
+    from jmvae_jax.eval import gan_metrics
+    accuracy = gan_metrics.discriminator_accuracy(model, state.params,
+                                                  data.test_batches(batch_size), mesh=mesh)
+    writer.scalars(at, {k: v["mean"] for k, v in accuracy.items()}, prefix="test/d_accuracy")
+    print(f"discriminator right about held-out images at step {at}: " + " ".join(
+        f"{k} {v['mean']:.3f}" for k, v in sorted(accuracy.items())), flush=True)
   if jax.process_index() == 0:
     batch, real = next(iter(data.test_batches(min(16, batch_size))))
     batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}   # no padded rows

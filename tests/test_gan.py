@@ -205,3 +205,36 @@ def test_bad_gan_configs_are_one_line_naming_the_field(field, value, message):
   with pytest.raises(ConfigError, match=message) as e:
     builder.build(c)
   assert "\n" not in str(e.value)
+
+
+def _sym_sqrt(a):
+  w, v = np.linalg.eigh(a)
+  return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def test_frechet_distance_and_discriminator_accuracy_against_numpy():
+  """Through the masked loop (a padded batch) against the same quantities from numpy:
+  the covariances' root through the symmetric form (S1^1/2 S2 S1^1/2)^1/2."""
+  from jmvae_jax.eval import classifier, gan_metrics
+  model, _, _, state, batch = _setup()
+  layers = classifier._mlp_init(jax.random.key(4), (64 * 64 * 3, 16, 7))
+  mask = np.array([1, 1, 1, 1, 1, 0], np.float32)
+  fd = gan_metrics.frechet_distance(model, state.params, layers, [(batch, mask)], seed=3,
+                                    mesh=None)
+  index = np.arange(5, dtype=np.int32)
+  gen = np.asarray(gan_metrics._prior_images(model, state.params,
+                                             {k: v[:5] for k, v in batch.items()}, index, 3))
+  feats = lambda x: np.maximum(x.reshape(len(x), -1).astype(np.float64)
+                               @ np.asarray(layers[0]["w"], np.float64)
+                               + np.asarray(layers[0]["b"], np.float64), 0)
+  f1, f2 = feats(batch["image"][:5]), feats(gen)
+  m1, m2 = f1.mean(0), f2.mean(0)
+  s1, s2 = np.cov(f1.T, bias=True), np.cov(f2.T, bias=True)
+  r = _sym_sqrt(s1)
+  want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2) - 2 * np.trace(_sym_sqrt(r @ s2 @ r))
+  np.testing.assert_allclose(fd, want, rtol=1e-4, atol=1e-3)
+  acc = gan_metrics.discriminator_accuracy(model, state.params, [(batch, mask)], seed=3,
+                                           mesh=None)
+  real = np.asarray(model.discriminate(state.params, batch["image"][:5])[0]) > 0
+  assert acc["real"]["mean"] == pytest.approx(real.mean())
+  assert set(acc) == {"real", "reconstructed", "prior"}

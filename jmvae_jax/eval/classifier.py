@@ -24,11 +24,16 @@ def _mlp_init(key, sizes):
            "b": jnp.zeros((b,), jnp.float32)} for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
 
-def _mlp_apply(layers, x):
+def hidden_features(layers, x):
+  """The classifier's last hidden layer on inputs ``x`` [B, ...]."""
   h = x.reshape(x.shape[0], -1).astype(jnp.float32)
   for layer in layers[:-1]:
     h = jax.nn.relu(h @ layer["w"] + layer["b"])
-  return h @ layers[-1]["w"] + layers[-1]["b"]
+  return h
+
+
+def _mlp_apply(layers, x):
+  return hidden_features(layers, x) @ layers[-1]["w"] + layers[-1]["b"]
 
 
 def _classifier_loss(w_spec, layers, x, w):

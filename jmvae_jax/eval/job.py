@@ -16,7 +16,7 @@ import jax
 
 from jmvae_jax import restore, schema
 from jmvae_jax.errors import ConfigError
-from jmvae_jax.eval import classifier, estimators, metrics, report
+from jmvae_jax.eval import classifier, estimators, gan_metrics, metrics, report
 
 
 def check_test_split(model, data) -> None:
@@ -55,6 +55,23 @@ def _every(seconds: float, log):
   return progress
 
 
+def image_metrics(model, params, data, workdir, batch_size, seed) -> dict:
+  """For an image x: the Frechet distance of generated images (in the features of the
+  classifier of x, where the data has a w to train it on); for a GAN, how often its
+  discriminator is right about held-out images."""
+  from jmvae_jax import gan
+  out = {}
+  x = model.spec.modality(model.spec.x)
+  if len(x.shape) == 3 and model.spec.w:
+    clf = classifier.coherence_classifier(model, data, workdir, model.spec.w[0], seed)
+    out["frechet_distance"] = gan_metrics.frechet_distance(
+        model, params, clf, data.test_batches(batch_size), seed=seed)
+  if isinstance(model, gan.GanModel):
+    out["discriminator_accuracy"] = gan_metrics.discriminator_accuracy(
+        model, params, data.test_batches(batch_size), seed=seed)
+  return out
+
+
 def evaluate_workdir(config, workdir: str, log=print) -> dict:
   """Evaluates the latest checkpoint in ``workdir``; writes and returns the results.
   ``log`` gets the progress lines and the table (None: silent)."""
@@ -87,6 +104,7 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
       result["coherence"][target] = metrics.coherence(
           model, params, clf, data.test_batches(batch_size), target=target,
           seed=opts.seed)
+  result.update(image_metrics(model, params, data, workdir, batch_size, opts.seed))
   result["total_seconds"] = time.time() - t0
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "evaluation.json"), "w") as f:
@@ -98,5 +116,10 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
     log(f"{w} -> {model.spec.x} -> {w} accuracy: {v['mean']:.4f} +- {v['stderr']:.4f}")
   for w, v in result["coherence"].items():
     log(f"{w} -> {model.spec.x} coherence: {v['mean']:.4f} +- {v['stderr']:.4f}")
+  if "frechet_distance" in result:
+    log(f"Frechet distance of generated {model.spec.x}s (the classifier's features): "
+        f"{result['frechet_distance']:.4g}")
+  for k, v in result.get("discriminator_accuracy", {}).items():
+    log(f"discriminator right about {k} images: {v['mean']:.4f} +- {v['stderr']:.4f}")
   log(f"wrote {os.path.join(workdir, 'evaluation.json')}")
   return result

@@ -61,8 +61,9 @@ def replicate(mesh, tree):
 
 
 def run(model, batches, inputs, call, *, mesh, progress, total, what):
-  """Runs ``call(batch, index, mask) -> {name: [B] values}`` over (batch, mask) pairs;
-  returns (sums, sums of squares, count, seconds) over the unmasked examples.
+  """Runs ``call(batch, index, mask) -> {name: [B, ...] values}`` over (batch, mask) pairs;
+  returns (sums, element-wise sums of squares, count, seconds) over the unmasked
+  examples (a value with trailing axes is summed over examples alone).
 
   Each batch is checked before its call; a call is dispatched before the previous
   result is read, so the host overlaps the device."""
@@ -80,8 +81,8 @@ def run(model, batches, inputs, call, *, mesh, progress, total, what):
     keep = np.asarray(mask) > 0
     for n, v in out.items():
       v = np.asarray(v, np.float64)[: keep.shape[0]][keep]
-      sums[n] = sums.get(n, 0.0) + v.sum()
-      sqs[n] = sqs.get(n, 0.0) + np.square(v).sum()
+      sums[n] = sums.get(n, 0.0) + v.sum(axis=0)
+      sqs[n] = sqs.get(n, 0.0) + np.square(v).sum(axis=0)
     count += int(keep.sum())
 
   for item in batches:
