@@ -225,9 +225,22 @@ def _update(model, optimizer, opt_state, params, player, loss):
   return with_player(model, params, player, optax.apply_updates(part, updates)), opt_state, terms
 
 
+def encoder_loss(model: GanModel, loss_fn, params, batch, rng, kl_weight):
+  """The objective's own loss. With ``reconstruction="features"`` its x term is traded for
+  the feature-space one in expectation: plus the pixel term and minus the feature term
+  at a z of their own (Larsen et al.'s encoder loss, L_prior + L_llike)."""
+  loss, terms = loss_fn(model, params, batch, rng, kl_weight=kl_weight)
+  if model.gan.reconstruction == "features":
+    x = model.spec.x
+    z = D.sample(jax.random.fold_in(rng, 1), _recon_posterior(model, params, batch))
+    pixel = model.log_likelihood(params, x, z, batch[x], {n: batch[n] for n in model.spec.w})
+    loss = loss + jnp.mean(pixel) - jnp.mean(reconstruction(model, params, batch, z))
+  return loss, terms
+
+
 def encoder_update(model, loss_fn, optimizer, opt_state, params, batch, rng, kl_weight):
   return _update(model, optimizer, opt_state, params, "encoder",
-                 lambda p: loss_fn(model, p, batch, rng, kl_weight=kl_weight))
+                 lambda p: encoder_loss(model, loss_fn, p, batch, rng, kl_weight))
 
 
 def decoder_update(model, optimizer, opt_state, params, batch, rng, z_prior):

@@ -238,3 +238,17 @@ def test_frechet_distance_and_discriminator_accuracy_against_numpy():
   real = np.asarray(model.discriminate(state.params, batch["image"][:5])[0]) > 0
   assert acc["real"]["mean"] == pytest.approx(real.mean())
   assert set(acc) == {"real", "reconstructed", "prior"}
+
+
+def test_with_features_the_encoders_loss_trades_the_pixel_term_for_the_features():
+  """encoder_loss = the bound's loss + the pixel term - the feature term at its own z."""
+  model, loss_fn, _, state, batch = _setup(reconstruction="features")
+  key = jax.random.PRNGKey(2)
+  got, _ = gan.encoder_loss(model, loss_fn, state.params, batch, key, 1.0)
+  base, _ = loss_fn(model, state.params, batch, key, kl_weight=1.0)
+  q = model.posterior(state.params, batch)
+  z = q.mean + jnp.exp(0.5 * q.logvar) * jax.random.normal(jax.random.fold_in(key, 1),
+                                                             q.mean.shape)
+  pixel = np.mean(np.asarray(model.log_likelihood(state.params, "image", z, batch["image"])))
+  feat = np.mean(np.asarray(gan.reconstruction(model, state.params, batch, z)))
+  np.testing.assert_allclose(float(got), float(base) + pixel - feat, rtol=1e-5)
