@@ -58,6 +58,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.train.eval_every_epochs = 5
   c.train.log_every_steps = 200
   c.eval.prior_samples = 10            # the authors' CelebA value
+  c.eval.figure_attributes = ("Smiling", "Eyeglasses", "Male", "Blond_Hair")
   c.eval.k = 5000
   if arg == "smoke":
     c.model.latent_dim = 16

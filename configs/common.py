@@ -63,6 +63,8 @@ def eval_config() -> ml_collections.ConfigDict:
                            # CPU, batch * chunk ~ 2000 rows per step runs fastest
   e.seed = 0
   e.estimators = ()        # () = every estimator the model can compute by default
+  e.figure_attributes = () # attributes whose faces are generated and edited (Figures 4,
+                           # 5; --mode=evaluate); () = the dataset's first three
   e.matmul_precision = "highest"   # float32 products; "default" lets a GPU use TF32 (faster,
                            # moves log-likelihoods; BUILD_NOTES.md); no effect on a CPU
   return e

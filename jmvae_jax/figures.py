@@ -126,3 +126,43 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
     except ConfigError:
       pass
   return out
+
+
+def attribute_figures(model, params, batch: dict, names, chosen, rng, n: int = 6,
+                      samples: int = 7) -> dict:
+  """The paper's Figures 4 and 5 for a model of x and one attribute modality w:
+  ``fig4_attributes_to_x``: per chosen attribute (rows, in order), the decoder mean from q(z|w)
+  for the typical attribute vector of ``batch`` with that attribute on, then ``samples``
+  draws (each column one noise for every row); ``fig5_edit_x``: per test image (rows), the
+  image over its predicted attributes, then the image decoded again with each chosen
+  attribute flipped (columns, in order)."""
+  import jax
+  from jmvae_jax import generate
+  w_name = model.spec.w[0]
+  w = np.asarray(batch[w_name])
+  spec = model.spec.modality(w_name)
+  on, off = (1.0, 0.0) if spec.binary_threshold else (1.0, -1.0)
+  index = generate.attribute_index(names, chosen)
+  base = generate.base_attributes(w - spec.binary_threshold)
+  base = np.where(base > 0, on, off).astype(np.float32)
+  rows = np.repeat(base[None], len(index), 0)
+  rows[np.arange(len(index)), index] = on
+  means, drawn = generate.from_attributes(model, params, rows, jax.random.fold_in(rng, 0),
+                                          samples)
+  tiles = np.concatenate([to_rgb(means)[:, None], np.stack([to_rgb(d) for d in drawn])], 1)
+  out = {f"fig4_attributes_to_{model.spec.x}": grid(tiles.reshape((-1,) + tiles.shape[2:]),
+                                               samples + 1)}
+  images = np.asarray(batch[model.spec.x])[:n]
+  predicted, _ = generate.edit(model, params, images, {}, names)
+  edits = []
+  for i in index:   # each image's chosen attribute set to the other side of its prediction
+    flip = np.where(predicted[:, i] > spec.binary_threshold, off, on).astype(np.float32)
+    edits.append(to_rgb(generate.edit(model, params, images, {names[i]: flip}, names)[1]))
+  first = with_strips(images, predicted - spec.binary_threshold, False,
+                      truth=w[:n] - spec.binary_threshold)
+  pad = np.ones((len(images), first.shape[1] - edits[0].shape[1]) + edits[0].shape[2:],
+                np.float32) if edits else None
+  columns = [first] + [np.concatenate([e, pad], 1) for e in edits]
+  out[f"fig5_edit_{model.spec.x}"] = grid(np.stack(columns, 1).reshape((-1,) + first.shape[1:]),
+                                     len(columns))
+  return out

@@ -101,6 +101,9 @@ EVAL = {
                         isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v),
                         convert=tuple),
     "matmul_precision": Field("highest", choices=MATMUL_PRECISIONS),
+    "figure_attributes": Field((), "a tuple of attribute names", lambda v: not isinstance(
+        v, str) and isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v),
+                               convert=tuple),
 }
 GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "gamma": number_field(1.0, lambda v: v >= 0, ">= 0"),

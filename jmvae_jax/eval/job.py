@@ -13,6 +13,7 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from jmvae_jax import restore, schema
 from jmvae_jax.errors import ConfigError
@@ -72,6 +73,28 @@ def image_metrics(model, params, data, workdir, batch_size, seed) -> dict:
   return out
 
 
+def attribute_figures(model, params, data, workdir, opts) -> list[str]:
+  """The paper's Figures 4 and 5 (figures.attribute_figures) in WORKDIR/figures, for a
+  model of x and one attribute vector w on a dataset that names its attributes."""
+  from jmvae_jax import figures
+  w = model.spec.w
+  if (len(w) != 1 or not data.attribute_names or len(model.spec.modality(model.spec.x).shape)
+      != 3 or model.spec.modality(w[0]).likelihood == "categorical"
+      or not generates_x_from_w(model, params, data.modalities)):
+    return []
+  chosen = tuple(opts.figure_attributes) or tuple(data.attribute_names[:3])
+  batch, real = next(iter(data.test_batches(16)))
+  batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}
+  drawn = figures.attribute_figures(model, params, batch, data.attribute_names, chosen,
+                                    jax.random.PRNGKey(opts.seed))
+  out = os.path.join(workdir, "figures")
+  if jax.process_index() != 0:
+    return []
+  os.makedirs(out, exist_ok=True)
+  return [figures.write_png(os.path.join(out, f"{name}.png"), image)
+          for name, image in drawn.items()]
+
+
 def evaluate_workdir(config, workdir: str, log=print) -> dict:
   """Evaluates the latest checkpoint in ``workdir``; writes and returns the results.
   ``log`` gets the progress lines and the table (None: silent)."""
@@ -105,6 +128,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
           model, params, clf, data.test_batches(batch_size), target=target,
           seed=opts.seed)
   result.update(image_metrics(model, params, data, workdir, batch_size, opts.seed))
+  for path in attribute_figures(model, params, data, workdir, opts):
+    log(f"figure: {path}")
   result["total_seconds"] = time.time() - t0
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "evaluation.json"), "w") as f:
