@@ -72,11 +72,20 @@ OBJECTIVE = {
     "warmup_epochs": number_field(0, lambda v: v >= 0, ">= 0"),
     "warmup_scope": Field("prior", choices=WARMUP_SCOPES),
 }
+def _float32(v) -> bool:
+  """Finite once rounded to float32, where the step computes with it."""
+  with np.errstate(over="ignore"):
+    return bool(np.isfinite(np.float32(v)))
+
+
 OPTIM = {
-    "learning_rate": number_field(1e-3, lambda v: v > 0, "> 0"),
+    "learning_rate": number_field(1e-3, lambda v: v > 0 and _float32(v),
+                                  "> 0 and finite in float32"),
     "b1": number_field(0.9, lambda v: 0 <= v < 1, "in [0, 1)"),
     "b2": number_field(0.999, lambda v: 0 <= v < 1, "in [0, 1)"),
-    "eps": number_field(1e-8, lambda v: v >= 0, ">= 0"),
+    # eps = 0 divides 0 by 0 for a parameter whose gradient has been 0: NaN
+    "eps": number_field(1e-8, lambda v: v > 0 and _float32(v),
+                        "> 0 (Adam divides by sqrt(v) + eps) and finite"),
     "clip_global_norm": number_field(0.0, lambda v: v >= 0, ">= 0 (0: off)"),
     "clip_value": number_field(0.0, lambda v: v >= 0, ">= 0 (0: off)"),
 }

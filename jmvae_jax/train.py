@@ -121,7 +121,23 @@ def evaluate_bound(fn, model, params, data, batch_size, mesh, rng) -> dict:
 # ----------------------------------------------------------------------------
 
 class NonFiniteLoss(FloatingPointError):
-  """The loss or a gradient became inf or nan; the last good checkpoint is kept."""
+  """The loss, a gradient, the parameters or the test bound became inf or nan; the last
+  good checkpoint is kept and nothing non-finite is written."""
+
+
+def _stopped(what: str, wd) -> NonFiniteLoss:
+  last = wd.latest_step()
+  kept = (f"the last good checkpoint (step {last}) is kept in {wd.directory}" if last is not None
+          else "no checkpoint was written")
+  return NonFiniteLoss(f"non-finite {what}; stopped, {kept}")
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """Whether every floating-point value of ``tree`` is finite (one reduction)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _mean_metrics(history, wd) -> dict:
@@ -131,9 +147,7 @@ def _mean_metrics(history, wd) -> dict:
   for step, metrics in fetched:
     bad = [k for k, v in metrics.items() if not np.isfinite(v)]
     if bad:
-      raise NonFiniteLoss(
-          f"non-finite {', '.join(bad)} at step {step}; stopped, the last good "
-          f"checkpoint (step {wd.latest_step()}) is kept in {wd.directory}")
+      raise _stopped(f"{', '.join(bad)} at step {step}", wd)
   if not fetched:
     return {}
   return {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
@@ -152,12 +166,16 @@ def _total_steps(train_cfg, steps_per_epoch: int) -> tuple[int, str]:
   return total, "config.train.epochs"
 
 
-def _report(at, state, model, data, batch_size, mesh, writer, bound, rng) -> dict:
-  """The test bound of ``state``, printed and logged, and the figures (process 0)."""
+def _report(at, state, model, data, batch_size, mesh, writer, bound, rng, wd) -> dict:
+  """The test bound of ``state``, printed and logged, and the figures (process 0); a
+  non-finite bound stops the run."""
   from jmvae_jax import figures
   t0 = time.time()
   result = evaluate_bound(bound, model, state.params, data, batch_size, mesh, rng)
   print(_bound_line(at, result) + f" ({time.time() - t0:.1f}s)", flush=True)
+  bad = sorted(k for k, v in result.items() if not np.isfinite(v))
+  if bad:
+    raise _stopped(f"test bound ({', '.join(bad)}) at step {at}", wd)
   writer.scalars(at, result, prefix="test")
   if hasattr(model, "discriminate"):   # a GAN: how often D is right about held-out images
     from jmvae_jax.eval import gan_metrics
@@ -251,8 +269,10 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
         # The evaluation comes before the save, so a run stopped in between redoes both.
         if (every and in_epoch == 0 and epochs_done % every == 0) or step == total:
           last_eval = _report(step, state, model, data, local_batch, mesh, writer, bound,
-                              eval_rng)
-        if save_now:
+                              eval_rng, wd)
+        if save_now:   # never a checkpoint with a non-finite value in it
+          if not bool(all_finite(state)):
+            raise _stopped(f"parameters or optimiser state after step {step}", wd)
           wd.save(step, state, dict(meta, epoch=epochs_done, batch_in_epoch=in_epoch))
     last_train = _mean_metrics(history, wd) or last_train
   finally:

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -316,3 +317,44 @@ def test_two_processes_through_jax_distributed_match_one_process(straight):
     got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
     for a, b in zip(one, got):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_parameters_made_non_finite_by_an_update_are_never_checkpointed(tmp_path, monkeypatch):
+  """The metrics of a step are computed before its update; an update that makes the
+  parameters NaN (here an optimiser that scales every update by NaN) is caught before
+  the save, and nothing is written."""
+  import optax
+  real = train.make_optimizers
+  monkeypatch.setattr(train, "make_optimizers",
+                      lambda c, model: optax.chain(real(c, model), optax.scale(float("nan"))))
+  c = tiny_config(tmp_path / "data", epochs=1, checkpoint_every_steps=1)
+  with pytest.raises(train.NonFiniteLoss, match=r"non-finite parameters or optimiser state "
+                     r"after step 1; stopped, no checkpoint was written"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert [d for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit()] == []
+
+
+def test_a_non_finite_estimate_is_an_error_not_a_result(tmp_path):
+  """A checkpoint holding NaN (written by hand: training refuses to) is evaluated to an
+  error with nothing written; optimiser settings that can only give NaN are refused."""
+  from jmvae_jax import builder
+  from jmvae_jax.workdir import Workdir
+  c = tiny_config(tmp_path / "data", epochs=1)
+  c.eval.k, c.eval.prior_samples = 4, 4
+  model, _ = builder.build(c)
+  state = train.init_state(model, train.make_optimizer(c.optim), jax.random.PRNGKey(0))
+  state = state.replace(step=jnp.int32(1),
+                        params=jax.tree.map(lambda a: a * np.nan, state.params))
+  with Workdir(str(tmp_path / "run"), c, write=True) as wd:
+    wd.begin_writing()
+    wd.save(1, state, {"epoch": 0, "batch_in_epoch": 1})
+  with pytest.raises(train.NonFiniteLoss, match=r"non-finite estimate \(.*joint.*\) of step 1 "
+                     r"in .*; evaluation.json was not written"):
+    job.evaluate_workdir(c, str(tmp_path / "run"), log=None)
+  assert not (tmp_path / "run" / "evaluation.json").exists()
+  for field, value in (("eps", 0.0), ("learning_rate", float("inf")), ("learning_rate", 1e39)):
+    bad = tiny_config(tmp_path / "data", epochs=1)
+    bad.optim[field] = value
+    with pytest.raises(ConfigError, match=rf"config.optim.{field}={re.escape(repr(value))} must "):
+      train.train_and_evaluate(bad, str(tmp_path / "other"))
+  assert not (tmp_path / "other").exists()

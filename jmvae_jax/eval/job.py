@@ -114,6 +114,11 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
       prior_samples=opts.prior_samples, chunk_size=opts.chunk_size, seed=opts.seed,
       estimators=tuple(opts.estimators) or None, progress=_every(10.0, log),
       total=data.num_test, matmul_precision=opts.matmul_precision)
+  bad = sorted(n for n, e in result["estimates"].items() if not np.isfinite(e["mean"]))
+  if bad:   # an error, never a result
+    from jmvae_jax.train import NonFiniteLoss
+    raise NonFiniteLoss(f"non-finite estimate ({', '.join(bad)}) of step {step} in {workdir}; "
+                        "evaluation.json was not written")
   result["step"] = step
   result["cross_modal_accuracy"] = metrics.cross_modal_accuracy(
       model, params, data.test_batches(batch_size))
