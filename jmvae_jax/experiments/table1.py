@@ -109,11 +109,14 @@ def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dic
   config = row_config(row, protocol, data_dir)
   timing_path = os.path.join(workdir, "timing.json")
   t0 = time.time()
-  train.train_and_evaluate(config, workdir)
-  timing = read_json(timing_path) or {"train_seconds": 0.0}
-  timing["train_seconds"] += time.time() - t0
-  timing["machine"] = machine()
-  _write_json(timing_path, timing)
+  try:
+    train.train_and_evaluate(config, workdir)
+  finally:   # an interrupted run's time counts too
+    if os.path.isdir(workdir):
+      timing = read_json(timing_path) or {"train_seconds": 0.0}
+      timing["train_seconds"] += time.time() - t0
+      timing["machine"] = machine()
+      _write_json(timing_path, timing)
   t0 = time.time()
   result = job.evaluate_workdir(config, workdir, log=log)
   timing["eval_seconds"] = time.time() - t0
