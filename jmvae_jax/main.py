@@ -1,7 +1,7 @@
 """What launch.py runs: one call per mode (train, evaluate, demo), bad input in one line.
 
 Exit codes: 2 for bad input (a config field, a file, a workdir), 3 for a non-finite loss,
-130 when interrupted.
+130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM (the step in flight saved).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
   """Trains (resuming), evaluates, or trains and reports as the demo (``mode``) ``config``
   in ``workdir``. ``interrupted``: a Ctrl-C came during the start-up (launch.py holds
   it); ``multihost``: first join the other processes (``jax.distributed.initialize``)."""
-  from jmvae_jax import train
+  from jmvae_jax import preemption, train
   from jmvae_jax.eval import job
   if interrupted:
     _interrupted(workdir, mode)
@@ -57,6 +57,9 @@ def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
   except train.NonFiniteLoss as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
+  except preemption.Preempted as e:
+    print(f"\n{e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODES["SIGTERM"])
   except KeyboardInterrupt:
     _interrupted(workdir, mode)
 

@@ -8,6 +8,7 @@ workdir, the data, the writers, the checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -234,8 +235,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, total,
           steps_per_epoch, mesh) -> dict:
-  """Steps from ``start`` to ``total``: logs, evaluates and checkpoints as configured."""
-  from jmvae_jax import writers
+  """Steps from ``start`` to ``total``: logs, evaluates and checkpoints as configured; on
+  SIGTERM or Ctrl-C, saves the step it is at and stops (preemption.py)."""
+  from jmvae_jax import preemption, writers
   step_rng, eval_rng = rngs
   local_batch = parallel.check_batch_size(c.train.batch_size)
   writer = writers.Writer(wd.path, resumed_at=start)
@@ -245,7 +247,7 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
   print(f"training {c.objective.name} on {data.name}: {total} steps "
         f"({steps_per_epoch}/epoch, batch {c.train.batch_size}, "
         f"{jax.device_count()} device(s)) in {wd.path}", flush=True)
-  try:
+  with preemption.StopRequests() as stops, contextlib.closing(writer):
     while step < total:
       epoch, offset = divmod(step, steps_per_epoch)
       for inputs in feed.epoch(epoch, start=offset):
@@ -257,7 +259,8 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
         step += 1
         metrics["kl_weight"] = weight
         history.append((step, metrics))
-        save_now = step % c.train.checkpoint_every_steps == 0 or step == total
+        stop = stops.due(step)
+        save_now = step % c.train.checkpoint_every_steps == 0 or step == total or stop
         if step % c.train.log_every_steps == 0 or save_now:
           last_train, history = _mean_metrics(history, wd) or last_train, []
           writer.scalars(step, last_train)
@@ -274,8 +277,8 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
           if not bool(all_finite(state)):
             raise _stopped(f"parameters or optimiser state after step {step}", wd)
           wd.save(step, state, dict(meta, epoch=epochs_done, batch_in_epoch=in_epoch))
+        if stop:
+          raise stops.stop(stop, step, wd.directory)
     last_train = _mean_metrics(history, wd) or last_train
-  finally:
-    writer.close()
   return {"train": last_train, "test": last_eval, "step": step,
           "figures": writer.figure_dir}

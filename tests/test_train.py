@@ -358,3 +358,50 @@ def test_a_non_finite_estimate_is_an_error_not_a_result(tmp_path):
     with pytest.raises(ConfigError, match=rf"config.optim.{field}={re.escape(repr(value))} must "):
       train.train_and_evaluate(bad, str(tmp_path / "other"))
   assert not (tmp_path / "other").exists()
+
+
+def test_sigterm_saves_the_step_in_flight_and_the_rerun_ends_bit_identical(straight):
+  """A preemption notice (SIGTERM) during training: launch.py finishes the step, saves it,
+  exits 143 in one line; the same command resumes there and ends where the uninterrupted
+  run did."""
+  tmp_path, reference = straight
+  workdir = tmp_path / "termed"
+  cmd = [sys.executable, "launch.py", "--config=configs/shapes.py:smoke", f"--workdir={workdir}",
+         f"--config.data.data_dir={tmp_path / 'data'}", "--config.train.epochs=2",
+         "--config.train.checkpoint_every_steps=4"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  ckpts = workdir / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (ckpts.exists() and any(
+      d.isdigit() for d in os.listdir(ckpts))):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=240)
+  assert proc.returncode == 143, err[-2000:]
+  last = err.strip().splitlines()[-1]
+  m = re.fullmatch(r"stopped by SIGTERM after step (\d+), which is saved in (.*): run the "
+                   r"same command to resume", last)
+  assert m, err[-2000:]
+  steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert steps[-1] == int(m.group(1)) < 20
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0 and f"resumed from step {steps[-1]}" in done.stdout, done.stderr
+  state, _ = restore_params(tiny_config(tmp_path / "data", epochs=2, checkpoint_every_steps=4),
+                            workdir)
+  for a, b in zip(reference, jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_stop_requests_take_the_first_ctrl_c_as_a_request_and_the_second_at_once():
+  from jmvae_jax import preemption
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.StopRequests() as stops:
+    assert stops.due(3) is None
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+    assert stops.due(3) == "SIGINT"
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)
+  assert signal.getsignal(signal.SIGINT) is before
