@@ -1,15 +1,19 @@
 """Orbax checkpoints of a run's state, one directory per step.
 
 Saved per step: the train state (parameters, optimiser state, step) and, as JSON, the
-run's metadata (the input position and the base random key). A checkpoint is restored
-against an abstract state: a shape that differs is a one-line ConfigError naming it,
-before Orbax reads anything.
+run's metadata (the input position, the base random key) with a fingerprint of the
+state: the CRC-32 of every array's bytes, computed from the arrays being saved. A
+checkpoint is restored against an abstract state (a shape that differs is a one-line
+ConfigError naming it, before Orbax reads anything) and then verified against its
+fingerprint: ``Corrupt`` says why one cannot be trusted.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jmvae_jax.errors import ConfigError
@@ -29,6 +33,23 @@ def _shapes_by_path(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+class Corrupt(Exception):
+  """A checkpoint that cannot be read, or whose arrays differ from their fingerprint."""
+
+
+def _local(x) -> np.ndarray:
+  """An array's values on this process: a replicated state's local copy."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = x.addressable_data(0)
+  return np.ascontiguousarray(jax.device_get(x))
+
+
+def fingerprint(state) -> dict:
+  """{array path: CRC-32 of its bytes} of a (replicated) state."""
+  return {"/".join(_key_name(k) for k in path): zlib.crc32(_local(v).data)
+          for path, v in jax.tree_util.tree_leaves_with_path(state)}
+
+
 class Checkpointer:
   """Saves and restores (state, metadata) with an Orbax CheckpointManager."""
 
@@ -42,23 +63,47 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def reload(self) -> None:
+    self.manager.reload()
+
   def save(self, step: int, state: Any, meta: dict) -> None:
+    meta = dict(meta, fingerprint=fingerprint(state))
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, abstract_state: Any, step: int | None = None, what: str = "architecture"):
     """(state, meta) at ``step`` (default: the latest), shaped like ``abstract_state``;
-    ``what`` names the likely cause of a shape that differs."""
+    ``what`` names the likely cause of a shape that differs. Corrupt if it cannot be
+    read or does not match its fingerprint (a checkpoint saved without one is trusted)."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise ConfigError(f"no checkpoint in {self.directory}")
-    self._check_shapes(step, abstract_state, what)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return out.state, out.meta
+    try:
+      self._check_shapes(step, abstract_state, what)
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # any failure to read it
+      first = (str(e).strip().splitlines() or [""])[0][:200]
+      raise Corrupt(f"cannot be read ({type(e).__name__}: {first})") from None
+    meta = dict(out.meta)
+    saved = meta.pop("fingerprint", None)
+    if saved is not None:
+      found = fingerprint(out.state)
+      bad = sorted(k for k in set(saved) | set(found) if saved.get(k) != found.get(k))
+      if bad:
+        raise Corrupt(f"does not match its fingerprint ({len(bad)} array(s) differ, e.g. "
+                      f"{bad[0]})")
+    return out.state, meta
 
   def _check_shapes(self, step: int, abstract_state: Any, what: str) -> None:
     saved = self.manager.item_metadata(step)["state"]
+    if saved is None:
+      raise Corrupt("its state's metadata is missing")
     saved = getattr(saved, "tree", saved)
     want, have = _shapes_by_path(abstract_state), _shapes_by_path(saved)
     # the parameters first: a different network says more than the optimiser state it implies

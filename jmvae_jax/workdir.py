@@ -127,7 +127,7 @@ class Workdir:
   to be this run's); otherwise a reader, which needs a checkpoint of this architecture."""
 
   def __init__(self, path: str, config, *, write: bool, keep: int = 3):
-    self.path = path
+    self.path, self.write = path, write
     self.config_path = os.path.join(path, "config.json")
     self.current = config_dict(config)
     if write:
@@ -176,14 +176,50 @@ class Workdir:
     return self.checkpoints.latest_step()
 
   def restore(self, abstract_state, step: int | None = None):
-    """(state, meta) of the latest checkpoint (or ``step``)."""
+    """(state, meta) of the newest checkpoint that reads and verifies (or of ``step``).
+    A newer one that does not is set aside in ``checkpoints_set_aside/`` (when writing;
+    a reader only passes it by), with one line each; if none verifies, a one-line
+    ConfigError and nothing changed."""
     if self.latest_step() is None:
       raise ConfigError(f"workdir {self.path!r} has no checkpoint in {self.directory}")
     what = "architecture"
     if self.config_missing:
       what = ("architecture (the workdir has no config.json to compare with: most "
               "likely a checkpoint of another config)")
-    return self.checkpoints.restore(abstract_state, step, what)
+    if step is not None:
+      try:
+        return self.checkpoints.restore(abstract_state, step, what)
+      except checkpoint.Corrupt as e:
+        raise ConfigError(f"checkpoint {step} in {self.directory} {e}") from None
+    failed = []
+    for candidate in reversed(self.checkpoints.all_steps()):
+      try:
+        out = self.checkpoints.restore(abstract_state, candidate, what)
+      except checkpoint.Corrupt as e:
+        failed.append((candidate, str(e)))
+        continue
+      self._set_aside(failed, candidate)
+      return out
+    raise ConfigError(f"no checkpoint in {self.directory} can be trusted: " + "; ".join(
+        f"{s} {why}" for s, why in failed) + "; nothing was changed")
+
+  def _set_aside(self, failed, good: int) -> None:
+    """Moves the checkpoints in ``failed`` (newer than ``good``) out of the way (process
+    0, when writing) and says so."""
+    aside = os.path.join(self.path, "checkpoints_set_aside")
+    for step, why in failed:
+      where = os.path.join(aside, str(step))
+      if self.write and jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        while os.path.exists(where):
+          where += "_"
+        os.replace(os.path.join(self.directory, str(step)), where)
+      action = f"set aside in {where}" if self.write else "passed by"
+      print(f"checkpoint {step} in {self.directory} {why}: {action}; using checkpoint "
+            f"{good}", flush=True)
+    if failed and self.write:
+      parallel.barrier(f"{self.directory} checkpoints set aside")
+      self.checkpoints.reload()
 
   def resume(self, abstract_state, rng, steps_per_epoch: int, batch_size: int):
     """(state, base random key) restored from the latest checkpoint, once its metadata

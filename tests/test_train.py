@@ -405,3 +405,55 @@ def test_stop_requests_take_the_first_ctrl_c_as_a_request_and_the_second_at_once
       os.kill(os.getpid(), signal.SIGINT)
       time.sleep(0.05)
   assert signal.getsignal(signal.SIGINT) is before
+
+
+def _damage(step_dir, how):
+  files = sorted((os.path.getsize(os.path.join(r, f)), os.path.join(r, f))
+                 for r, _, fs in os.walk(step_dir / "state") for f in fs)
+  if how == "overwrite":   # 64 bytes in the middle of the largest data file
+    size, path = files[-1]
+    with open(path, "r+b") as f:
+      f.seek(size // 2)
+      f.write(bytes(range(64)))
+  elif how == "truncate":
+    size, path = files[-1]
+    with open(path, "r+b") as f:
+      f.truncate(size // 3)
+  else:
+    os.remove(step_dir / "state" / "_METADATA")
+
+
+@pytest.mark.parametrize("how", ["overwrite", "truncate", "metadata"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_an_intact_one(
+    tmp_path, capsys, how):
+  c = tiny_config(tmp_path / "data", epochs=1, checkpoint_every_steps=5)
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  reference = restore_params(c, tmp_path / "run")[0]
+  ckpts = tmp_path / "run" / "checkpoints"
+  _damage(ckpts / "10", how)
+  capsys.readouterr()
+  state, _ = restore_params(c, tmp_path / "run")   # a reader passes it by
+  assert int(state.step) == 5 and (ckpts / "10").exists()
+  train.train_and_evaluate(c, str(tmp_path / "run"))   # a writer sets it aside, redoes it
+  out = capsys.readouterr().out
+  assert re.search(rf"checkpoint 10 in {re.escape(str(ckpts))} (does not match its "
+                   rf"fingerprint|cannot be read).*: set aside in .*checkpoints_set_aside/10; "
+                   r"using checkpoint 5", out), out
+  assert "resumed from step 5" in out
+  assert (tmp_path / "run" / "checkpoints_set_aside" / "10").is_dir()
+  state = restore_params(c, tmp_path / "run")[0]
+  assert int(state.step) == 10
+  for a, b in zip(jax.tree.leaves(reference.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_when_no_checkpoint_can_be_trusted_one_line_says_so_and_nothing_changes(tmp_path):
+  c = tiny_config(tmp_path / "data", epochs=1, checkpoint_every_steps=5)
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  for step in ("5", "10"):
+    _damage(tmp_path / "run" / "checkpoints" / step, "overwrite")
+  before = _mtimes(tmp_path / "run")
+  with pytest.raises(ConfigError, match=r"no checkpoint in .* can be trusted: 10 does not match "
+                     r"its fingerprint .*; 5 does not match .*; nothing was changed") as e:
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "\n" not in str(e.value) and _mtimes(tmp_path / "run") == before
