@@ -45,6 +45,29 @@ def _gan_model(spec, c, objective):
       discriminator_loss=getattr(fn, "discriminator_loss", None)))
 
 
+def check_loss(model, loss_fn, params, modalities: dict, batch_size: int, name: str) -> None:
+  """The objective's contract, traced on shapes alone (``jax.eval_shape``, nothing
+  compiled): called as ``fn(model, params, batch, rng, *, kl_weight, **options)`` it
+  returns ``(a scalar loss, a dict of terms)``. A one-line ConfigError otherwise."""
+  import jax
+  batch = {n: jax.ShapeDtypeStruct((batch_size,) + tuple(shape), dtype)
+           for n, (shape, dtype) in modalities.items()}
+  field = f"config.objective.name={name!r}"
+  try:
+    out = jax.eval_shape(lambda p, b: loss_fn(model, p, b, jax.random.PRNGKey(0),
+                                              kl_weight=1.0), params, batch)
+  except TypeError as e:
+    raise ConfigError(f"{field}: calling it failed ({e}); an objective is fn(model, params, "
+                      "batch, rng, *, kl_weight=1.0, reduce=True, **options) -> (loss, terms)") \
+        from None
+  if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+    raise ConfigError(f"{field} returned {type(out).__name__}, not (loss, terms): a loss "
+                      "and a dict of named terms")
+  if getattr(out[0], "shape", None) != ():
+    raise ConfigError(f"{field} returned a loss of shape {tuple(out[0].shape)}; with "
+                      "reduce=True (training) it is a scalar, the batch's mean")
+
+
 def checked_loss(fn):
   """``fn`` after ``model.check_batch`` of the modalities the model reads (a VAE: x
   alone): a missing one or a wrong shape is a one-line ConfigError when the loss is

@@ -46,6 +46,7 @@ def run(config, workdir: str, mode: str = "train", interrupted: bool = False,
       jax.distributed.initialize()
     if not workdir or not workdir.strip():
       raise ConfigError("--workdir is empty; name the directory for checkpoints and logs")
+    workdir = os.path.expanduser(workdir)   # a quoted '~/x' is the home's x, not ./~/x
     if mode == "train":
       return train.train_and_evaluate(config, workdir)
     if mode == "demo":
@@ -102,6 +103,9 @@ def _load_config_file(spec: str):
   loader = importlib.machinery.SourceFileLoader("jmvae_user_config", path)
   module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
   loader.exec_module(module)
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"--config: {path} defines no get_config(); a config file defines "
+                      "get_config(arg='') returning an ml_collections.ConfigDict (see configs/)")
   return module.get_config(arg) if arg else module.get_config()
 
 

@@ -210,6 +210,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     rng = jax.random.PRNGKey(c.seed)
     state = parallel.replicate(init_state(model, optimizer, jax.random.split(rng, 3)[0]), mesh)
+    builder.check_loss(model, loss_fn, state.params, data.modalities, local_batch,
+                       c.objective.name)
     if wd.latest_step() is not None:
       abstract = jax.tree.map(
           lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
@@ -228,7 +230,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     feed = data.feed(local_batch, mesh)
     step_fn = jit_train_step(model, loss_fn, optimizer, c.train.matmul_precision,
                              feed.make_batch)
-    meta = {"batch_size": c.train.batch_size, "rng": key_ints(rng)}
+    meta = {"batch_size": c.train.batch_size, "rng": key_ints(rng),
+            "architecture": wd.architecture()}
     return _loop(c, wd, data, feed, model, state, step_fn, bound, (step_rng, eval_rng), meta,
                  start, total, steps_per_epoch, mesh)
 

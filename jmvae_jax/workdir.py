@@ -132,6 +132,10 @@ class Workdir:
     self.current = config_dict(config)
     if write:
       check_writable(path)
+    checkpoints = os.path.join(path, "checkpoints")
+    if os.path.exists(checkpoints) and not os.path.isdir(checkpoints):
+      raise ConfigError(f"{checkpoints} is a file, not the directory of checkpoints; move it "
+                        "away or use a new --workdir")
     self._lock = _Lock(path) if write and os.path.isdir(path) else None
     try:
       self.checkpoints = checkpoint.Checkpointer(
@@ -149,8 +153,16 @@ class Workdir:
     has = os.path.isdir(self.directory) and bool(os.listdir(self.directory))
     self.config_missing = has and not os.path.exists(self.config_path)
     if has and not self.config_missing:
-      with open(self.config_path) as f:
-        saved = json.load(f)
+      try:
+        with open(self.config_path) as f:
+          saved = json.load(f)
+      except (OSError, ValueError) as e:
+        raise ConfigError(f"{self.config_path} cannot be read as this run's config "
+                          f"({type(e).__name__}: {e}); restore it, or remove it to resume "
+                          "from the checkpoint's own record") from None
+      if not isinstance(saved, dict):
+        raise ConfigError(f"{self.config_path} holds no config (a JSON object is expected); "
+                          "restore it, or remove it to resume from the checkpoint's own record")
       diff = architecture_difference(saved, self.current)
       if diff:
         raise ConfigError(
@@ -188,7 +200,7 @@ class Workdir:
               "likely a checkpoint of another config)")
     if step is not None:
       try:
-        return self.checkpoints.restore(abstract_state, step, what)
+        return self._checked(self.checkpoints.restore(abstract_state, step, what), step)
       except checkpoint.Corrupt as e:
         raise ConfigError(f"checkpoint {step} in {self.directory} {e}") from None
     failed = []
@@ -199,9 +211,21 @@ class Workdir:
         failed.append((candidate, str(e)))
         continue
       self._set_aside(failed, candidate)
-      return out
+      return self._checked(out, candidate)
     raise ConfigError(f"no checkpoint in {self.directory} can be trusted: " + "; ".join(
         f"{s} {why}" for s, why in failed) + "; nothing was changed")
+
+  def _checked(self, restored, step: int):
+    """(state, meta) after comparing the checkpoint's own record of the architecture with
+    this config (the same shapes can be another network: config.json may be gone)."""
+    state, meta = restored
+    meta = dict(meta)
+    diff = architecture_difference(meta.pop("architecture", None) or self.current,
+                                   self.current)
+    if diff:
+      raise ConfigError(f"checkpoint {step} in {self.directory} was trained with another "
+                        f"architecture ({diff}); use a new --workdir or the run's own config")
+    return state, meta
 
   def _set_aside(self, failed, good: int) -> None:
     """Moves the checkpoints in ``failed`` (newer than ``good``) out of the way (process
@@ -220,6 +244,11 @@ class Workdir:
     if failed and self.write:
       parallel.barrier(f"{self.directory} checkpoints set aside")
       self.checkpoints.reload()
+
+  def architecture(self) -> dict:
+    """The config fields that fix the shapes saved: a checkpoint's own record of them."""
+    return {"model": self.current.get("model"),
+            "objective": {"name": self.current.get("objective", {}).get("name")}}
 
   def resume(self, abstract_state, rng, steps_per_epoch: int, batch_size: int):
     """(state, base random key) restored from the latest checkpoint, once its metadata

@@ -28,3 +28,18 @@ def nan_after_half_warmup(model, params, batch, rng, *, kl_weight=1.0, reduce=Tr
                                     reduce=reduce, **options)
   loss = loss * jnp.where((kl_weight > 0.5) & (kl_weight < 1.0), jnp.nan, 1.0)   # and grads
   return loss, dict(terms, loss=loss)
+
+
+def per_example_loss(model, params, batch, rng, *, kl_weight=1.0, reduce=True, **options):
+  """Forgets to average: a [B] loss."""
+  return image_only_elbo(model, params, batch, rng, kl_weight=kl_weight, reduce=False)
+
+
+def bare_loss(model, params, batch, rng, *, kl_weight=1.0, reduce=True, **options):
+  """Returns the loss alone, no terms."""
+  return image_only_elbo(model, params, batch, rng, kl_weight=kl_weight)[0]
+
+
+def no_options(model, params, batch, rng, *, kl_weight=1.0, reduce=True):
+  """Takes no **options (alpha, warmup_scope are passed)."""
+  return image_only_elbo(model, params, batch, rng, kl_weight=kl_weight, reduce=reduce)

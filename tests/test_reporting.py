@@ -205,6 +205,9 @@ def test_unknown_config_arguments_are_named():
      "error: --config=configs/shapes.py:ARG='big' is not valid; allowed: '', 'smoke'"),
     (["--config=README.md"],
      "error: --config: README.md is not a Python config file (invalid syntax, line 3)"),
+    (["--config=configs/__init__.py"],
+     "error: --config: configs/__init__.py defines no get_config(); a config file defines "
+     "get_config(arg='') returning an ml_collections.ConfigDict (see configs/)"),
 ])
 def test_launch_reports_a_mistyped_command_line_in_one_line(tmp_path, args, message):
   done = subprocess.run([sys.executable, "launch.py", f"--workdir={tmp_path / 'run'}"] + args,

@@ -457,3 +457,50 @@ def test_when_no_checkpoint_can_be_trusted_one_line_says_so_and_nothing_changes(
                      r"its fingerprint .*; 5 does not match .*; nothing was changed") as e:
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert "\n" not in str(e.value) and _mtimes(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("name,message", [
+    ("per_example_loss", r"returned a loss of shape \(40,\); with reduce=True \(training\) it "
+                         r"is a scalar"),
+    ("bare_loss", r"returned .*, not \(loss, terms\)"),
+    ("no_options", r"calling it failed \(.*unexpected keyword argument 'alpha'.*\); an "
+                   r"objective is fn\(model, params, batch, rng, \*, kl_weight=1.0"),
+])
+def test_a_loss_that_breaks_the_contract_is_one_line_before_anything_compiles(tmp_path, name,
+                                                                             message):
+  c = tiny_config(tmp_path / "data", epochs=1)
+  c.objective.name = f"tests.custom_losses:{name}"
+  with pytest.raises(ConfigError, match=message) as e:
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
+def test_damaged_workdir_files_and_a_home_relative_workdir_are_one_line(tmp_path, monkeypatch,
+                                                                        capsys):
+  from jmvae_jax import main
+  c = tiny_config(tmp_path / "data", epochs=1)
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  config_json = tmp_path / "run" / "config.json"
+  saved = config_json.read_text()
+  for text, message in (("", r"config.json cannot be read as this run's config \(JSONDecode"),
+                        ("[1, 2]", r"config.json holds no config")):
+    config_json.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+      train.train_and_evaluate(c, str(tmp_path / "run"))
+  config_json.write_text(saved)
+  # config.json gone: the checkpoint's own record still refuses another network
+  os.remove(config_json)
+  other = tiny_config(tmp_path / "data", epochs=1)
+  other.model.activation = "relu"   # the same shapes
+  with pytest.raises(ConfigError, match=r"was trained with another architecture \(config.model"
+                                        r".activation: 'leaky_relu' there, 'relu' here\)"):
+    train.train_and_evaluate(other, str(tmp_path / "run"))
+  (tmp_path / "odd").mkdir()
+  (tmp_path / "odd" / "checkpoints").write_text("")
+  with pytest.raises(ConfigError, match=r"checkpoints is a file, not the directory"):
+    train.train_and_evaluate(c, str(tmp_path / "odd"))
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  with pytest.raises(SystemExit) as e:
+    main.run(other, "~/x", "evaluate")
+  assert e.value.code == 2 and f"{tmp_path}/home/x" in capsys.readouterr().err
+  assert not os.path.exists("~")

@@ -101,6 +101,9 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   log = log or (lambda line: None)
   from jmvae_jax import data as data_lib
   c = schema.check(config)          # bad k etc.: before anything heavy
+  if os.path.isdir(workdir) and not os.access(workdir, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir={workdir!r} cannot be written: the evaluation writes "
+                      "evaluation.json, classifiers/ and figures/ there")
   opts = c.eval
   model, _, state, _ = restore.load_trained(config, workdir)
   data = data_lib.load(c.data, c.seed)
