@@ -59,7 +59,8 @@ def parse_flags(argv):
 def main(argv):
   del argv
   from absl import logging
-  logging.set_verbosity(logging.ERROR)   # Orbax and tfds narrate every file they touch
+  logging.set_verbosity(logging.FATAL)   # Orbax and tfds narrate every file they touch, and
+                                         # Orbax logs the errors it raises (reported here)
   from jmvae_jax import data, main as library, train  # noqa: F401  (the slow imports)
   from jmvae_jax.data import core  # noqa: F401  (TensorFlow)
   if signal.getsignal(signal.SIGINT) is _hold_ctrl_c:

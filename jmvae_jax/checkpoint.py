@@ -33,6 +33,22 @@ def _shapes_by_path(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _cause(error: BaseException) -> str:
+  """The innermost reason in an exception's chain, in one line (a full disk's
+  'No space left on device' is buried under Orbax's wrappers)."""
+  seen, e = [], error
+  while e is not None and e not in seen:
+    seen.append(e)
+    e = e.__cause__ or e.__context__
+  for e in seen:
+    if isinstance(e, OSError) and e.strerror:
+      return e.strerror
+  text = str(seen[-1]).strip().splitlines()
+  if "No space left on device" in str(error):
+    return "No space left on device"
+  return f"{type(seen[-1]).__name__}: {text[0][:200] if text else ''}"
+
+
 class Corrupt(Exception):
   """A checkpoint that cannot be read, or whose arrays differ from their fingerprint."""
 
@@ -70,9 +86,17 @@ class Checkpointer:
     self.manager.reload()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    """Writes checkpoint ``step`` and waits for it: a failure (a full disk) is raised here,
+    as one ConfigError, and the older checkpoints are left as they were."""
     meta = dict(meta, fingerprint=fingerprint(state))
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # the first line that says why
+      raise ConfigError(f"checkpoint {step} could not be written in {self.directory} "
+                        f"({_cause(e)}); the older checkpoints are intact: free the space "
+                        "(or fix the directory) and run the same command to resume") from None
 
   def restore(self, abstract_state: Any, step: int | None = None, what: str = "architecture"):
     """(state, meta) at ``step`` (default: the latest), shaped like ``abstract_state``;

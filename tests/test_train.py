@@ -504,3 +504,26 @@ def test_damaged_workdir_files_and_a_home_relative_workdir_are_one_line(tmp_path
     main.run(other, "~/x", "evaluate")
   assert e.value.code == 2 and f"{tmp_path}/home/x" in capsys.readouterr().err
   assert not os.path.exists("~")
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_older_checkpoints_stay(tmp_path):
+  """A 600 KB file system (tmpfs; the test needs the right to mount one) fills during the
+  first save: the run stops with one line naming the cause, and keeps what it had."""
+  mount = tmp_path / "small"
+  mount.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                    capture_output=True).returncode != 0:
+    pytest.skip("mounting a small file system is not allowed here")
+  try:
+    done = subprocess.run(
+        [sys.executable, "launch.py", "--config=configs/shapes.py:smoke",
+         f"--workdir={mount / 'run'}", f"--config.data.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.fullmatch(r"error: checkpoint 5 could not be written in .*/checkpoints \(No space "
+                        r"left on device\); the older checkpoints are intact: free the space "
+                        r"\(or fix the directory\) and run the same command to resume",
+                        done.stderr.strip().splitlines()[-1]), done.stderr[-2000:]
+    assert not [d for d in os.listdir(mount / "run" / "checkpoints") if d.isdigit()]
+  finally:
+    subprocess.run(["umount", str(mount)], capture_output=True)
