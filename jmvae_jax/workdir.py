@@ -80,6 +80,14 @@ def check_writable(workdir: str) -> None:
   if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
     raise ConfigError(f"--workdir={workdir!r} cannot be written: {parent!r} is not a "
                       "writable directory")
+  if not os.path.exists(path):   # a file system that lists as writable but creates nothing
+    probe = os.path.join(parent, f".jmvae-probe-{os.getpid()}")
+    try:
+      os.mkdir(probe)
+      os.rmdir(probe)
+    except OSError as e:
+      raise ConfigError(f"--workdir={workdir!r} cannot be created in {parent!r} "
+                        f"({e.strerror})") from None
 
 
 class _Lock:

@@ -803,3 +803,17 @@ def test_the_celeba_benchmarks_stand_in_is_a_valid_release(tmp_path):
   assert abs(np.mean(sizes) - mean_bytes) < 1e-6
   image = tf.io.decode_jpeg(open(os.path.join(d, "img_align_celeba", names[0]), "rb").read())
   assert image.shape == (218, 178, 3) and np.std(image.numpy()) > 10   # not a flat colour
+
+
+def test_a_damaged_shapes_cache_is_one_line_naming_it(tmp_path):
+  """A truncated record file of the written shapes set (tf's DataLossError inside)."""
+  cfg = dict(data_lib.default_config("shapes"), num_train=60, num_test=25,
+             data_dir=str(tmp_path))
+  _load(cfg)
+  records = sorted(str(p) for p in tmp_path.rglob("*train.tfrecord*"))
+  with open(records[0], "r+b") as f:
+    f.truncate(os.path.getsize(records[0]) // 2)
+  with pytest.raises(ConfigError, match=r"the train split in .*jmvae_shapes.* cannot be read "
+                     r"\(DataLossError: .*\); delete that directory") as e:
+    _load(cfg)
+  assert "\n" not in str(e.value)

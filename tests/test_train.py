@@ -527,3 +527,9 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_older_checkpoints_stay(tm
     assert not [d for d in os.listdir(mount / "run" / "checkpoints") if d.isdigit()]
   finally:
     subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path):
+  with pytest.raises(ConfigError, match=r"--workdir='/proc/jmvae-x' cannot be (created in "
+                                        r"'/proc'|written)"):
+    train.train_and_evaluate(tiny_config(tmp_path / "data", epochs=1), "/proc/jmvae-x")

@@ -135,7 +135,15 @@ def tfds_builder(c):
 
 
 def as_arrays(builder, split: str) -> dict[str, np.ndarray]:
-  return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+  """A prepared split, whole, as numpy arrays; a damaged copy on disk is one line naming it."""
+  import tensorflow as tf
+  try:
+    return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+  except tf.errors.OpError as e:
+    first = (e.message or str(e)).strip().splitlines()[0][:200]
+    raise ConfigError(f"the {split} split in {builder.data_dir} cannot be read "
+                      f"({type(e).__name__}: {first}); delete that directory to have it "
+                      "written again") from None
 
 
 def check_dir(c) -> None:
