@@ -83,6 +83,9 @@ def attribute_figures(model, params, data, workdir, opts) -> list[str]:
       or not generates_x_from_w(model, params, data.modalities)):
     return []
   chosen = tuple(opts.figure_attributes) or tuple(data.attribute_names[:3])
+  # A few images, drawn eagerly: from a host copy of the (replicated) parameters, so
+  # the eager calls run on one local device whatever mesh the training used.
+  params = jax.tree.map(np.asarray, params)
   batch, real = next(iter(data.test_batches(16)))
   batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}
   drawn = figures.attribute_figures(model, params, batch, data.attribute_names, chosen,
