@@ -11,7 +11,13 @@ Data conventions:
   one-hot / soft float vectors ``[B, C]``.
 * ``gaussian``: real values of the declared shape; the variance is fixed
   (``variance``) or learned per element (``learn_variance``); the mean can pass
-  through ``mean_activation`` (the authors' CelebA attributes use tanh).
+  through ``mean_activation`` (the authors' CelebA attributes use tanh, and their
+  values must then lie in [-1, 1], coded -1/1, not 0/1).
+
+``reduction`` says how an image's elementwise log-densities become log p(x|z):
+``sum`` (the density of all H x W x C values) or ``channel_mean`` (summed over height
+and width, averaged over the C channels: the authors' CelebA code, whose numbers
+Table 2 reports; 1/C of the sum).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from jmvae_jax import distributions as D
 from jmvae_jax.errors import ConfigError
 
 NETWORKS = ("mlp", "conv64")
+REDUCTIONS = ("sum", "channel_mean")
 MEAN_ACTIVATIONS = {"identity": lambda m: m, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
 
@@ -44,6 +51,7 @@ class ModalitySpec:
   mean_activation: str = "identity"
   filters: tuple[int, ...] = (64, 128, 256, 256)
   dense: int = 1024
+  reduction: str = "sum"
 
   @property
   def likelihood_fns(self) -> "Likelihood":
@@ -79,7 +87,8 @@ class ModalitySpec:
       spec = dataclasses.replace(self, shape=(self.size,))
       out = out.reshape(out.shape[: out.ndim - self.event_ndim] + (-1,))
       x = x.reshape(x.shape[: x.ndim - self.event_ndim] + (-1,))
-    return spec.likelihood_fns.log_prob(spec, out, x)
+    log_prob = spec.likelihood_fns.log_prob(spec, out, x)
+    return log_prob / self.shape[-1] if self.reduction == "channel_mean" else log_prob
 
 
 # ----------------------------------------------------------------------------
@@ -175,6 +184,9 @@ def check_data(spec: ModalitySpec, x, where: str = "batch") -> None:
     _check_values(spec, x, where, 0, 1, "values in [0, 1] (binary, or grey levels / 255)")
   elif spec.likelihood == "categorical":
     _check_values(spec, x, where, 0, 1, "one-hot rows of 0 and 1")
+  elif spec.mean_activation == "tanh":
+    _check_values(spec, x, where, -1, 1, "values in [-1, 1] (binary attributes coded -1/1)")
+    _check_not_zero_one(spec, x, where)
   else:
     _check_values(spec, x, where, -math.inf, math.inf, "finite values")
 
@@ -192,3 +204,15 @@ def _check_values(spec: ModalitySpec, x, where: str, low, high, expected: str) -
   if lo < low or hi > high:
     raise ConfigError(f"{where}[{spec.name!r}] has values in [{lo:g}, {hi:g}]; modality "
                       f"{spec.name!r} ({spec.likelihood}) expects {expected}")
+
+
+def _check_not_zero_one(spec: ModalitySpec, x, where: str) -> None:
+  """Binary attributes coded 0/1 under a tanh mean (whose coding is -1/1) would train
+  without complaint and mean something else: refused."""
+  if isinstance(x, jax.core.Tracer):
+    return
+  v = np.asarray(x)
+  if v.size and np.all((v == 0) | (v == 1)) and np.any(v == 0):
+    raise ConfigError(f"{where}[{spec.name!r}] holds only 0 and 1; modality {spec.name!r} "
+                      "(gaussian, tanh mean) expects binary values coded -1 and 1 (map w to "
+                      "2w - 1, or set mean_activation='sigmoid' for a 0/1 coding)")

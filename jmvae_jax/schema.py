@@ -211,6 +211,7 @@ def _modality_fields() -> dict:
       "decoder_hidden": ints_field(d["decoder_hidden"], "hold positive ints"),
       "filters": ints_field(d["filters"], "hold positive ints"),
       "dense": int_field(d["dense"]),
+      "reduction": Field(d["reduction"], choices=M.REDUCTIONS),
   }
 
 
@@ -248,6 +249,10 @@ def _modality_rules(field: str, m: dict, given: set) -> None:
   if m["network"] == "conv64" and len(m["filters"]) != 4:
     raise ConfigError(f"{field}.filters={m['filters']!r}: network 'conv64' has four "
                       "convolutions (64 to 4 pixels), so four filter counts")
+  if m["reduction"] == "channel_mean" and (len(shape) != 3 or m["likelihood"] == "categorical"):
+    raise ConfigError(f"{field}.reduction='channel_mean' averages over an image's channels; "
+                      f"it needs an (H, W, C) bernoulli or gaussian modality, not "
+                      f"{m['likelihood']} {shape!r}")
   gaussian_only = ("variance", "learn_variance", "mean_activation")
   by_likelihood = () if m["likelihood"] == "gaussian" else gaussian_only
   if m["learn_variance"]:

@@ -28,6 +28,7 @@ def test_evaluate_writes_every_estimator_and_caches_the_classifier(trained):
   result = job.evaluate_workdir(config, workdir, log=lines.append)
   saved = json.load(open(os.path.join(workdir, "evaluation.json")))
   assert saved["step"] == 10 and saved["k"] == 16 and saved["num_examples"] == 100
+  assert saved["log_likelihood_reduction"] == {"attributes": "sum", "image": "sum"}
   est = saved["estimates"]
   assert {"joint", "marginal_multiple", "marginal_single", "conditional_multiple",
           "conditional_single"} <= set(est)

@@ -1,4 +1,6 @@
 """Networks, bidirectional inference and config validation."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -299,3 +301,41 @@ def test_model_train_step_and_benchmarks_import_without_tensorflow():
                        timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.split() == ["1", "True", "data", "needs", "tensorflow"]
+
+
+def test_channel_mean_reduction_is_the_authors_sum_over_pixels_of_the_channel_mean():
+  """The authors' CelebA image log-likelihood (Tars' mean_sum_samples: summed over height
+  and width, averaged over channels), against a float64 numpy computation."""
+  c = celeba_like_config()
+  c.model.modalities.image.reduction = "channel_mean"
+  c.model.modalities.image.variance = 0.5
+  model, _ = jmvae_jax.build(c)
+  rng = np.random.default_rng(0)
+  mean, x = rng.normal(size=(2, 2, 64, 64, 3)).astype(np.float32)
+  got = model.spec.modality("image").flat_log_prob(jnp.asarray(mean), jnp.asarray(x))
+  per_value = -0.5 * np.log(2 * np.pi * 0.5) - (x.astype(np.float64) - mean) ** 2 / (2 * 0.5)
+  np.testing.assert_allclose(got, per_value.mean(axis=3).sum(axis=(1, 2)), rtol=1e-5)
+  summed = dataclasses.replace(model.spec.modality("image"), reduction="sum")
+  np.testing.assert_allclose(summed.flat_log_prob(jnp.asarray(mean), jnp.asarray(x)),
+                             per_value.sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_a_reduction_over_channels_needs_an_image_and_tanh_attributes_need_minus_one_one():
+  c = mnist.get_config("smoke")
+  c.model.modalities.label.reduction = "channel_mean"
+  with pytest.raises(ConfigError, match=r"modalities.label.reduction='channel_mean'.*needs an "
+                     r"\(H, W, C\)"):
+    jmvae_jax.build(c)
+  c.model.modalities.label.reduction = "mean"
+  with pytest.raises(ConfigError, match=r"modalities.label.reduction.*'sum', 'channel_mean'"):
+    jmvae_jax.build(c)
+  model, _ = jmvae_jax.build(celeba_like_config())
+  image = np.full((3, 64, 64, 3), 0.5, np.float32)
+  model.check_batch({"image": image, "attributes": np.sign(np.arange(120) % 3 - 0.5)
+                     .reshape(3, 40).astype(np.float32)})
+  with pytest.raises(ConfigError, match=r"\['attributes'\] holds only 0 and 1.*coded -1 and 1"):
+    model.check_batch({"image": image, "attributes": (np.arange(120) % 2).reshape(3, 40)
+                       .astype(np.float32)})
+  with pytest.raises(ConfigError, match=r"\['attributes'\] has values in \[-1, 2\].*\[-1, 1\]"):
+    model.check_batch({"image": image, "attributes": np.where(
+        np.arange(120).reshape(3, 40) % 2 == 0, 2.0, -1.0).astype(np.float32)})

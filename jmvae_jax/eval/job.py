@@ -126,6 +126,9 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
     raise NonFiniteLoss(f"non-finite estimate ({', '.join(bad)}) of step {step} in {workdir}; "
                         "evaluation.json was not written")
   result["step"] = step
+  # How each modality's log p(.|z) was reduced over its values (config ...reduction):
+  # "sum" is the density; "channel_mean" the authors' CelebA numbers (1/C of it).
+  result["log_likelihood_reduction"] = {m.name: m.reduction for m in model.spec.modalities}
   result["cross_modal_accuracy"] = metrics.cross_modal_accuracy(
       model, params, data.test_batches(batch_size))
   result["round_trip_accuracy"] = metrics.round_trip_accuracy(
