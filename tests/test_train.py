@@ -319,6 +319,77 @@ def test_two_processes_through_jax_distributed_match_one_process(straight):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+MULTIHOST_TERM = """
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
+                           process_id={pid})
+from tests.test_train import tiny_config, restore_params
+from jmvae_jax import preemption, train
+c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
+print("initialized", flush=True)
+try:
+  train.train_and_evaluate(c, {workdir!r})
+except preemption.Preempted as e:
+  print("preempted:", e, flush=True)
+  raise SystemExit(0)
+state, _ = restore_params(c, {workdir!r})
+np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+print("finished", flush=True)
+"""
+
+
+def two_processes(tmp_path, name, term_after_start=False):
+  """MULTIHOST_TERM on two processes (two simulated devices each) into WORKDIR ``name``;
+  with ``term_after_start``, process 1 gets SIGTERM once both have joined. Their outputs."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", MULTIHOST_TERM.format(
+          root=ROOT, port=port, pid=pid, data=str(tmp_path / "data"),
+          workdir=str(tmp_path / name), out=str(tmp_path / f"{name}.npz"))],
+      env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for pid in (0, 1)]
+  head = ""
+  if term_after_start:
+    for line in procs[1].stdout:
+      head += line
+      if line.startswith("initialized"):
+        procs[1].send_signal(signal.SIGTERM)
+        break
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  outs[1] = head + outs[1]
+  for pid, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, f"process {pid} exited with {p.returncode}:\n{out[-3000:]}"
+  return outs
+
+
+def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step_and_they_resume(
+    straight):
+  """JAX's preemption service: a SIGTERM to process 1 alone stops both processes after the
+  same step, saved; the same command resumes there and ends where one process does."""
+  tmp_path, one = straight
+  outs = two_processes(tmp_path, "multi_term", term_after_start=True)
+  steps = set()
+  for out in outs:
+    m = re.search(r"preempted: stopped by SIGTERM after step (\d+), which is saved", out)
+    assert m, out[-3000:]
+    steps.add(int(m.group(1)))
+  ckpts = tmp_path / "multi_term" / "checkpoints"
+  assert len(steps) == 1, outs
+  step = steps.pop()
+  assert step < 20 and step in {int(d) for d in os.listdir(ckpts) if d.isdigit()}
+  outs = two_processes(tmp_path, "multi_term")
+  assert all("finished" in out and "resumed from step" in out for out in outs), outs[0][-3000:]
+  got = np.load(tmp_path / "multi_term.npz")
+  got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
+  for a, b in zip(one, got):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
 def test_parameters_made_non_finite_by_an_update_are_never_checkpointed(tmp_path, monkeypatch):
   """The metrics of a step are computed before its update; an update that makes the
   parameters NaN (here an optimiser that scales every update by NaN) is caught before
