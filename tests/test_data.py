@@ -817,3 +817,22 @@ def test_a_damaged_shapes_cache_is_one_line_naming_it(tmp_path):
                      r"\(DataLossError: .*\); delete that directory") as e:
     _load(cfg)
   assert "\n" not in str(e.value)
+
+
+def test_an_unreadable_data_dir_is_said_to_be_unreadable_not_missing(tmp_path, monkeypatch):
+  from configs import shapes
+  d = tmp_path / "data"
+  d.mkdir()
+  d.chmod(0)
+  if os.access(d, os.R_OK):   # root reads everything: the permission's answer simulated
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if os.fspath(p) == str(d)
+                        else real(p, m))
+  c = shapes.get_config("smoke")
+  c.data.data_dir = str(d)
+  try:
+    with pytest.raises(ConfigError, match=r"^config.data.data_dir='.*/data': this directory "
+                       r"exists but cannot be read \(permission denied\)"):
+      data_lib.load(c.data, 0)
+  finally:
+    d.chmod(0o755)

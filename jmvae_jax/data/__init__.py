@@ -11,6 +11,7 @@ TensorFlow until a dataset is.
 from __future__ import annotations
 
 import importlib
+import os
 
 import jax
 import ml_collections
@@ -76,4 +77,15 @@ def load(data_cfg, seed: int, process_index: int | None = None,
     raise ConfigError(f"process_count={pc!r} must be a positive int")
   if not is_int(pi) or not 0 <= pi < pc:
     raise ConfigError(f"process_index={pi!r} must be in [0, {pc})")
+  _check_readable(c.get("data_dir") or "")
   return module(c["name"]).load(c, int(seed), int(pi), int(pc))
+
+
+def _check_readable(data_dir: str) -> None:
+  """A data directory (or file) that exists but cannot be read is said so, not reported
+  as missing files."""
+  kind = "directory" if os.path.isdir(data_dir) else "file"
+  need = os.R_OK | (os.X_OK if kind == "directory" else 0)
+  if data_dir and os.path.exists(data_dir) and not os.access(data_dir, need):
+    raise ConfigError(f"config.data.data_dir={data_dir!r}: this {kind} exists but cannot be "
+                      "read (permission denied); give it read permission or name another")
