@@ -35,6 +35,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.split_seed = 0
   c.data.shuffle_buffer = 20_000   # examples: the order of an epoch streamed from disk
   c.data.cache_dir = ""         # release: where the built dataset goes ("" = <data_dir>/tfds)
+  c.data.normalise = "standardise"  # the authors': each pixel less its training-split mean,
+                                # over its std (computed once, cached beside the built
+                                # dataset); "unit": pixels in [0, 1]
   c.model = mnist.model_config()
   c.model.latent_dim = 128
   c.model.activation = "relu"          # the paper: ReLU

@@ -12,8 +12,10 @@ import itertools
 import numpy as np
 
 
-def to_rgb(images: np.ndarray) -> np.ndarray:
-  """[N, H, W, C] in [0, 1] (C = 1 or 3) -> [N, H, W, 3] float."""
+def to_rgb(images: np.ndarray, display=None) -> np.ndarray:
+  """[N, H, W, C] in [0, 1] (C = 1 or 3) -> [N, H, W, 3] float; ``display`` first maps
+  images from the data's space (``Dataset.display``, e.g. standardised pixels) to [0, 1]."""
+  images = np.asarray(images, np.float32) if display is None else display(images)
   images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
   return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
@@ -25,7 +27,8 @@ def grid(tiles: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
   out = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), np.float32)
   for i in range(n):
     r, c = divmod(i, cols)
-    out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tiles[i]
+    top, left = pad + r * (h + pad), pad + c * (w + pad)
+    out[top:top + h, left:left + w] = tiles[i]
   return out
 
 
@@ -56,9 +59,9 @@ def strip(values: np.ndarray, width: int, categorical: bool, height: int = 6,
   return out
 
 
-def with_strips(images, values, categorical: bool, truth=None) -> np.ndarray:
+def with_strips(images, values, categorical: bool, truth=None, display=None) -> np.ndarray:
   """Images with their label / attribute strip underneath."""
-  rgb = to_rgb(images)
+  rgb = to_rgb(images, display)
   return np.concatenate([rgb, strip(values, rgb.shape[2], categorical, truth=truth)], axis=1)
 
 
@@ -71,7 +74,7 @@ def write_png(path: str, image: np.ndarray, scale: int = 2) -> str:
   return path
 
 
-def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
+def model_figures(model, params, batch: dict, rng, n: int = 16, display=None) -> dict:
   """Figures of a trained model on the first ``n`` examples of ``batch``:
   reconstructions, prior samples, x-to-w and w-to-x generations (those the model
   can make). Images are the decoder means; returns name -> grid image."""
@@ -90,13 +93,15 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
   mean = lambda name, z, c=None: np.asarray(model.generate(params, name, z, c))
   z = jax.random.normal(next(keys), (n, spec.latent_dim))
   conditions = dict(spec.decoders).get(x, ())
-  out["samples"] = grid(to_rgb(mean(x, z, {c: batch[c] for c in conditions} or None)), cols)
+  samples = mean(x, z, {c: batch[c] for c in conditions} or None)
+  out["samples"] = grid(to_rgb(samples, display), cols)
   for seen in (batch, {x: batch[x]}):   # q(z|x, w) where the model has it, else q(z|x)
     try:
       recon = mean(x, model.posterior(params, seen).mean, batch)
     except ConfigError:
       continue
-    out["reconstructions"] = grid(np.concatenate([to_rgb(batch[x]), to_rgb(recon)], 2), cols)
+    pairs = [to_rgb(batch[x], display), to_rgb(recon, display)]
+    out["reconstructions"] = grid(np.concatenate(pairs, 2), cols)
     break
   for w in ws:
     w_spec = spec.modality(w)
@@ -115,21 +120,22 @@ def model_figures(model, params, batch: dict, rng, n: int = 16) -> dict:
       truth = shown = truth.astype(np.float32) - centre
     try:
       pred = np.asarray(model.translate(params, next(keys), {x: batch[x]}, w, sample_z=False))
-      out[f"{x}_to_{w}"] = grid(with_strips(batch[x], pred - centre, categorical, truth), cols)
+      out[f"{x}_to_{w}"] = grid(
+          with_strips(batch[x], pred - centre, categorical, truth, display), cols)
     except ConfigError:
       pass
     try:
       # A decoder conditioned on w (CVAE) gets every modality it is conditioned on.
       given = {c: batch[c] for c in conditions} if w in conditions else {w: batch[w]}
       gen = np.asarray(model.translate(params, next(keys), given, x, sample_z=False))
-      out[f"{w}_to_{x}"] = grid(with_strips(gen, shown, categorical), cols)
+      out[f"{w}_to_{x}"] = grid(with_strips(gen, shown, categorical, display=display), cols)
     except ConfigError:
       pass
   return out
 
 
 def attribute_figures(model, params, batch: dict, names, chosen, rng, n: int = 6,
-                      samples: int = 7) -> dict:
+                      samples: int = 7, display=None) -> dict:
   """The paper's Figures 4 and 5 for a model of x and one attribute modality w:
   ``fig4_attributes_to_x``: per chosen attribute (rows, in order), the decoder mean from q(z|w)
   for the typical attribute vector of ``batch`` with that attribute on, then ``samples``
@@ -149,7 +155,8 @@ def attribute_figures(model, params, batch: dict, names, chosen, rng, n: int = 6
   rows[np.arange(len(index)), index] = on
   means, drawn = generate.from_attributes(model, params, rows, jax.random.fold_in(rng, 0),
                                           samples)
-  tiles = np.concatenate([to_rgb(means)[:, None], np.stack([to_rgb(d) for d in drawn])], 1)
+  tiles = np.concatenate([to_rgb(means, display)[:, None],
+                          np.stack([to_rgb(d, display) for d in drawn])], 1)
   out = {f"fig4_attributes_to_{model.spec.x}": grid(tiles.reshape((-1,) + tiles.shape[2:]),
                                                samples + 1)}
   images = np.asarray(batch[model.spec.x])[:n]
@@ -157,9 +164,10 @@ def attribute_figures(model, params, batch: dict, names, chosen, rng, n: int = 6
   edits = []
   for i in index:   # each image's chosen attribute set to the other side of its prediction
     flip = np.where(predicted[:, i] > spec.binary_threshold, off, on).astype(np.float32)
-    edits.append(to_rgb(generate.edit(model, params, images, {names[i]: flip}, names)[1]))
+    edited = generate.edit(model, params, images, {names[i]: flip}, names)[1]
+    edits.append(to_rgb(edited, display))
   first = with_strips(images, predicted - spec.binary_threshold, False,
-                      truth=w[:n] - spec.binary_threshold)
+                      truth=w[:n] - spec.binary_threshold, display=display)
   pad = np.ones((len(images), first.shape[1] - edits[0].shape[1]) + edits[0].shape[2:],
                 np.float32) if edits else None
   columns = [first] + [np.concatenate([e, pad], 1) for e in edits]

@@ -188,7 +188,8 @@ def _report(at, state, model, data, batch_size, mesh, writer, bound, rng, wd) ->
   if jax.process_index() == 0:
     batch, real = next(iter(data.test_batches(min(16, batch_size))))
     batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}   # no padded rows
-    for name, img in figures.model_figures(model, state.params, batch, rng).items():
+    for name, img in figures.model_figures(model, state.params, batch, rng,
+                                           display=data.display).items():
       writer.image(at, name, img)
   return result
 

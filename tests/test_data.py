@@ -836,3 +836,26 @@ def test_an_unreadable_data_dir_is_said_to_be_unreadable_not_missing(tmp_path, m
       data_lib.load(c.data, 0)
   finally:
     d.chmod(0o755)
+
+
+def test_celeba_standardised_pixels_use_the_training_split_statistics(tmp_path):
+  """The authors' normalisation: each pixel less its training-split mean, over its std
+  (float64 numpy over the [0, 1] images here); cached beside the built dataset; the
+  dataset's display maps back."""
+  from benchmarks import celeba_pipeline
+  d = str(tmp_path / "release")
+  celeba_pipeline.write_release(d, 20)
+  unit = _load(_celeba_cfg(d, tmp_path, celeba_split="official"))
+  train = _stack(_epoch(unit, 0, 16), "image").astype(np.float64)
+  mean, std = train.mean(0), np.maximum(train.std(0), 1 / 255)
+  assert unit.display is None and std.min() > 1 / 255
+  ds = _load(_celeba_cfg(d, tmp_path, celeba_split="official", normalise="standardise"))
+  want = (_all_test(unit)["image"] - mean) / std
+  got = _all_test(ds)["image"]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ds.display(got), _all_test(unit)["image"], atol=1e-5)
+  cached = list((tmp_path / "cache").rglob("pixel_stats_*.npz"))
+  assert len(cached) == 1
+  again = celeba_data.pixel_statistics(None, None, str(cached[0]))   # read, not recomputed
+  np.testing.assert_allclose(again[0], mean, atol=1e-6)
+  np.testing.assert_allclose(again[1], std, rtol=1e-5)

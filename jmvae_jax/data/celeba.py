@@ -1,6 +1,9 @@
 """CelebA: x = a face (S x S RGB, S = ``image_size``, 64), w = its 40 attributes in {-1, 1}.
 
-Batches: ``image`` float32 [B, S, S, 3] in [0, 1], ``attributes`` float32 [B, 40].
+Batches: ``image`` float32 [B, S, S, 3] in [0, 1], or with ``normalise='standardise'``
+(the authors') each pixel less its mean over the training split, over its standard
+deviation there (``pixel_statistics``, cached beside the built dataset; ``Dataset.display``
+maps back for figures); ``attributes`` float32 [B, 40].
 Sources (``config.data.source``): ``tfds`` (tfds's ``celeb_a``, whose download quota
 often fails) or ``release``: the release files in ``data_dir`` (img_align_celeba.zip or
 the folder, list_attr_celeba.txt, list_eval_partition.txt), centre-cropped, resized and
@@ -61,6 +64,7 @@ def fields(name: str) -> dict:
       "split_seed": int_field(0, 0, "an int >= 0"),
       "shuffle_buffer": int_field(20_000, 1, "an int >= 1"),
       "cache_dir": path_field(),
+      "normalise": Field("unit", choices=("unit", "standardise")),
   }
 
 
@@ -285,8 +289,9 @@ def _fingerprint(release_dir: str) -> str:
 
 
 def _streams(c):
-  """(train, test, convert): train and test are (a function making the encoded
-  examples in a fixed order, their number); ``convert`` decodes one example."""
+  """(train, test, convert, built): train and test are (a function making the encoded
+  examples in a fixed order, their number); ``convert`` decodes one example; ``built``
+  the directory of the built dataset (where the pixel statistics are cached)."""
   if c["source"] == "release":
     if not c["data_dir"]:
       raise tfds_util.no_data(c, "config.data.data_dir is empty; source='release' reads the "
@@ -327,7 +332,8 @@ def _streams(c):
       raise ConfigError(f"celeba: list_eval_partition.txt puts no image in the official "
                         f"{'train (0)' if 'train' not in splits else 'test (2)'} partition; "
                         "config.data.celeba_split='paper' splits whatever images there are")
-    return (lambda: read("train"), sizes["train"]), (lambda: read("test"), sizes["test"]), convert
+    return ((lambda: read("train"), sizes["train"]), (lambda: read("test"), sizes["test"]),
+            convert, builder.data_dir)
   total = sum(sizes.values())
   is_test = np.zeros(total, bool)
   rng = np.random.default_rng(np.random.SeedSequence([c["split_seed"], 0xCE1EBA]))
@@ -342,11 +348,61 @@ def _streams(c):
       return ds.map(lambda i, ex: ex)
     return make
 
-  return (part(False), int((~is_test).sum())), (part(True), int(is_test.sum())), convert
+  return ((part(False), int((~is_test).sum())), (part(True), int(is_test.sum())), convert,
+          builder.data_dir)
+
+
+def pixel_statistics(make_train, convert, cache: str) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) [S, S, 3] of every pixel over the training images (in [0, 1]), computed
+  in float64 in one pass and cached in the file ``cache`` (written atomically; "" or an
+  unwritable place: not cached). A pixel's std is floored at 1/255."""
+  if cache and os.path.isfile(cache):
+    with np.load(cache) as f:
+      return f["mean"], f["std"]
+  total = total_sq = None
+  count = 0
+  print("computing each pixel's mean and std over the training images (once"
+        + (f"; cached in {cache})" if cache else ")"), flush=True)
+  images = make_train().map(lambda ex: convert(ex)["image"], num_parallel_calls=tf.data.AUTOTUNE)
+  for batch in images.batch(256).as_numpy_iterator():
+    b = batch.astype(np.float64)
+    total = b.sum(0) + (0 if total is None else total)
+    total_sq = (b * b).sum(0) + (0 if total_sq is None else total_sq)
+    count += len(b)
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+  mean, std = mean.astype(np.float32), np.maximum(std, 1 / 255).astype(np.float32)
+  with contextlib.suppress(OSError):
+    if cache:
+      tmp = f"{cache}.tmp{os.getpid()}.npz"
+      np.savez(tmp, mean=mean, std=std)
+      os.replace(tmp, cache)
+  return mean, std
+
+
+def _stats_file(c, built: str) -> str:
+  """Where the pixel statistics of this split of this built dataset are cached."""
+  key = "|".join(str(c[k]) for k in ("source", "image_size", "crop", "celeba_split",
+                                      "test_fraction", "split_seed"))
+  return os.path.join(built, f"pixel_stats_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
+
+
+def _standardised(convert, mean: np.ndarray, std: np.ndarray):
+  mean_t, std_t = tf.constant(mean), tf.constant(std)
+
+  def standardise(ex):
+    out = convert(ex)
+    return dict(out, image=(out["image"] - mean_t) / std_t)
+  return standardise
 
 
 def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
-  (train, n_train), (test, n_test), convert = _streams(c)
+  (train, n_train), (test, n_test), convert, built = _streams(c)
+  display = None
+  if c["normalise"] == "standardise":   # the authors': per pixel, the training split's
+    mean, std = pixel_statistics(train, convert, _stats_file(c, built))
+    convert = _standardised(convert, mean, std)
+    display = functools.partial(_unstandardise, mean=mean, std=std)
   pi, pc = process_index, process_count
   core.check_counts(c["name"], n_train, n_test, pc)
   local_test = len(range(pi, n_test, pc))
@@ -356,4 +412,9 @@ def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
   modalities = {"image": ((s, s, 3), "float32"), "attributes": ((len(ATTRIBUTES),), "float32")}
   return core.Dataset(name=c["name"], modalities=modalities, seed=seed, process_index=pi,
                       process_count=pc, num_train=n_train // pc, num_test=local_test,
-                      num_test_total=n_test, attribute_names=ATTRIBUTES, _source=source)
+                      num_test_total=n_test, attribute_names=ATTRIBUTES, display=display,
+                      _source=source)
+
+
+def _unstandardise(image, mean, std):
+  return np.asarray(image) * std + mean

@@ -176,6 +176,7 @@ class Dataset:
   process_count: int = 1
   num_test_total: int = 0
   attribute_names: tuple = ()
+  display: Any = None   # an image in the data's space -> [0, 1] for figures (None: as is)
   _source: Any = dataclasses.field(default=None, repr=False)
 
   def _check_batch(self, batch_size, n, what) -> int:

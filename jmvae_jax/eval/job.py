@@ -89,7 +89,7 @@ def attribute_figures(model, params, data, workdir, opts) -> list[str]:
   batch, real = next(iter(data.test_batches(16)))
   batch = {k: v[np.asarray(real, bool)] for k, v in batch.items()}
   drawn = figures.attribute_figures(model, params, batch, data.attribute_names, chosen,
-                                    jax.random.PRNGKey(opts.seed))
+                                    jax.random.PRNGKey(opts.seed), display=data.display)
   out = os.path.join(workdir, "figures")
   if jax.process_index() != 0:
     return []
