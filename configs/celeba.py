@@ -47,9 +47,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # (summed over height and width, averaged over the 3 channels: Table 2's scale);
   # reduction="sum" gives the density of all 64x64x3 values (3x as many nats).
   # evaluation.json names the reduction its numbers use.
+  # The authors' layout: the joint encoder concatenates the flattened convolutions with the
+  # attribute branch, then one shared Dense 1024 (joint_hidden); q(z|x) has its own Dense
+  # 1024; the decoder is one dense layer to 4x4x256, then four transposed convolutions.
+  # layout="mirrored": every conv branch ends in its dense layer, the decoder has two.
   c.model.modalities.image = dict(likelihood="gaussian", shape=(64, 64, 3), variance=1.0,
                                   network="conv64", filters=FILTERS, dense=1024,
-                                  reduction="channel_mean")
+                                  reduction="channel_mean", layout="authors")
+  c.model.joint_hidden = (1024,)
   # The attributes: -1/1, Gaussian with variance 1 (not learned) and a tanh mean, as the
   # authors; their decoder is Dense 4096 -> Dense 512 -> 40.
   c.model.modalities.attributes = dict(likelihood="gaussian", shape=(40,), variance=1.0,
@@ -74,6 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.latent_dim = 16
     c.model.modalities.image.filters = (8, 8, 16, 16)
     c.model.modalities.image.dense = 64
+    c.model.joint_hidden = (64,)
     c.model.modalities.attributes.hidden = (32,)
     c.model.modalities.attributes.decoder_hidden = (32,)
     c.gan.filters, c.gan.dense = (8, 8, 16, 16), 64

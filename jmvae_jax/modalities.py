@@ -34,6 +34,7 @@ from jmvae_jax.errors import ConfigError
 
 NETWORKS = ("mlp", "conv64")
 REDUCTIONS = ("sum", "channel_mean")
+LAYOUTS = ("mirrored", "authors")   # conv64: see networks.ConvStack and DeconvStack
 MEAN_ACTIVATIONS = {"identity": lambda m: m, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
 
@@ -52,6 +53,7 @@ class ModalitySpec:
   filters: tuple[int, ...] = (64, 128, 256, 256)
   dense: int = 1024
   reduction: str = "sum"
+  layout: str = "mirrored"
 
   @property
   def likelihood_fns(self) -> "Likelihood":

@@ -149,11 +149,14 @@ class StrideTwoConv(nn.Module):
 
 
 class ConvStack(nn.Module):
-  """Four 4x4 stride-2 convolutions (64x64 -> 4x4), flatten, one dense layer."""
+  """Four 4x4 stride-2 convolutions (64x64 -> 4x4), flatten, one dense layer (none with
+  ``flatten_only``: the authors' joint encoder hands the flattened maps to its shared
+  layers)."""
   filters: Sequence[int]
   dense: int
   activation: str
   norm: str
+  flatten_only: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -162,21 +165,24 @@ class ConvStack(nn.Module):
       x = StrideTwoConv(f, name=f"conv{i}")(x)
       x = act(_norm(self.norm, f"norm{i}")(x))
     x = x.reshape(x.shape[0], -1)
-    return act(nn.Dense(self.dense, name="dense")(x))
+    return x if self.flatten_only else act(nn.Dense(self.dense, name="dense")(x))
 
 
 class DeconvStack(nn.Module):
-  """The mirror of ConvStack: dense to 4x4, four stride-2 transposed convolutions."""
+  """The mirror of ConvStack: a dense layer, dense to 4x4 (that one alone with
+  ``one_dense``, the authors'), four stride-2 transposed convolutions."""
   filters: Sequence[int]
   dense: int
   out_channels: int
   activation: str
   norm: str
+  one_dense: bool = False
 
   @nn.compact
   def __call__(self, h):
     act = ACTIVATIONS[self.activation]
-    h = act(nn.Dense(self.dense, name="dense0")(h))
+    if not self.one_dense:
+      h = act(nn.Dense(self.dense, name="dense0")(h))
     top = self.filters[-1]
     h = act(nn.Dense(4 * 4 * top, name="dense1")(h)).reshape(h.shape[0], 4, 4, top)
     ups = list(reversed(self.filters[:-1]))
@@ -186,9 +192,12 @@ class DeconvStack(nn.Module):
     return StrideTwoConv(self.out_channels, up=True, name=f"deconv{len(ups)}")(h)
 
 
-def branch(spec: ModalitySpec, activation: str, norm: str, name: str) -> nn.Module:
+def branch(spec: ModalitySpec, activation: str, norm: str, name: str,
+           joint: bool = False) -> nn.Module:
+  """A modality's feature extractor in an encoder (``joint``: of several modalities)."""
   if spec.network == "conv64":
-    return ConvStack(spec.filters, spec.dense, activation, norm, name=name)
+    return ConvStack(spec.filters, spec.dense, activation, norm,
+                     flatten_only=joint and spec.layout == "authors", name=name)
   return MLP(spec.hidden, activation, name=name)
 
 
@@ -217,7 +226,8 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: dict) -> D.DiagGaussian:
-    feats = [branch(s, self.activation, self.norm, f"branch_{s.name}")(inputs[s.name])
+    joint = len(self.modalities) > 1
+    feats = [branch(s, self.activation, self.norm, f"branch_{s.name}", joint)(inputs[s.name])
              for s in self.modalities]
     h = jnp.concatenate(feats, axis=-1)
     if self.joint_hidden and len(self.modalities) > 1:
@@ -240,7 +250,7 @@ class Decoder(nn.Module):
     spec = self.target
     if spec.network == "conv64":
       return DeconvStack(spec.filters, spec.dense, spec.param_shape[-1], self.activation,
-                         self.norm, name="net")(h)
+                         self.norm, one_dense=spec.layout == "authors", name="net")(h)
     h = MLP(spec.decoder_hidden, self.activation, name="net")(h)
     out = nn.Dense(math.prod(spec.param_shape), name="out")(h)
     return out.reshape((z.shape[0],) + spec.param_shape)

@@ -212,6 +212,7 @@ def _modality_fields() -> dict:
       "filters": ints_field(d["filters"], "hold positive ints"),
       "dense": int_field(d["dense"]),
       "reduction": Field(d["reduction"], choices=M.REDUCTIONS),
+      "layout": Field(d["layout"], choices=M.LAYOUTS),
   }
 
 
@@ -257,7 +258,7 @@ def _modality_rules(field: str, m: dict, given: set) -> None:
   by_likelihood = () if m["likelihood"] == "gaussian" else gaussian_only
   if m["learn_variance"]:
     by_likelihood += ("variance",)   # the decoder predicts it
-  by_network = {"mlp": ("filters", "dense"), "conv64": ("hidden", "decoder_hidden")}
+  by_network = {"mlp": ("filters", "dense", "layout"), "conv64": ("hidden", "decoder_hidden")}
   for f in sorted(given & set(by_likelihood)):
     user = "learn_variance=True" if f == "variance" and m["learn_variance"] else \
         f"a {m['likelihood']} modality"

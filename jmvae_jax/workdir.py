@@ -51,12 +51,27 @@ def _flatten(d, prefix=""):
   return out
 
 
+# Fields added to a section after older workdirs were written: absent there, they had
+# the value of their default (the behaviour before the field existed).
+ADDED_FIELDS = {"model.modalities": {"reduction": "sum", "layout": "mirrored"},
+                "data": {"normalise": "unit"}}
+
+
+def _added_field_default(key: str):
+  section, name = key.rsplit(".", 1)
+  for where, defaults in ADDED_FIELDS.items():
+    if (section == where or section.startswith(where + ".")) and name in defaults:
+      return defaults[name]
+  return None
+
+
 def _difference(saved: dict, current: dict, fields, skip=()) -> str | None:
   """The first of ``fields`` that differs, as 'config.FIELD: A there, B here'."""
   for field in fields:
     a, b = _flatten(_lookup(saved, field), field), _flatten(_lookup(current, field), field)
     for key in sorted(set(a) | set(b)):
-      if key.rsplit(".", 1)[-1] not in skip and a.get(key) != b.get(key):
+      there = a.get(key, _added_field_default(key) if key not in a else None)
+      if key.rsplit(".", 1)[-1] not in skip and there != b.get(key):
         return f"config.{key}: {a.get(key)!r} there, {b.get(key)!r} here"
   return None
 

@@ -339,3 +339,41 @@ def test_a_reduction_over_channels_needs_an_image_and_tanh_attributes_need_minus
   with pytest.raises(ConfigError, match=r"\['attributes'\] has values in \[-1, 2\].*\[-1, 1\]"):
     model.check_batch({"image": image, "attributes": np.where(
         np.arange(120).reshape(3, 40) % 2 == 0, 2.0, -1.0).astype(np.float32)})
+
+
+def test_the_authors_conv_layout_flattens_into_the_joint_layers_and_decodes_from_one_dense():
+  """masa-su/jmvae's CelebA networks: the joint encoder concatenates the flattened
+  convolutions with the attribute branch, then Dense(joint_hidden); q(z|x) keeps its
+  dense layer; the image decoder is one dense layer to 4x4 then the transposed
+  convolutions."""
+  c = celeba_like_config()
+  c.model.joint_hidden = (24,)
+  c.model.modalities.image.layout = "authors"
+  model, _ = jmvae_jax.build(c)
+  params = model.init(jax.random.PRNGKey(0))
+  joint = params["encoder"]["attributes+image"]
+  assert "dense" not in joint["branch_image"]
+  assert joint["shared"]["dense0"]["kernel"].shape == (4 * 4 * 16 + 32, 24)
+  assert params["encoder"]["image"]["branch_image"]["dense"]["kernel"].shape == (4 * 4 * 16, 32)
+  decoder = params["decoder"]["image"]["net"]
+  assert "dense0" not in decoder and decoder["dense1"]["kernel"].shape == (16, 4 * 4 * 16)
+  assert model.decode(params, "image", jnp.zeros((2, 16))).shape == (2, 64, 64, 3)
+  c.model.modalities.attributes.layout = "authors"
+  with pytest.raises(ConfigError, match=r"modalities.attributes.layout is not used by network "
+                     r"'mlp'"):
+    jmvae_jax.build(c)
+
+
+def test_a_field_added_since_a_workdir_was_written_compares_as_its_default():
+  from jmvae_jax import workdir
+  saved = {"model": {"modalities": {"image": {"likelihood": "gaussian"}}}, "data": {}}
+  current = {"model": {"modalities": {"image": {"likelihood": "gaussian", "reduction": "sum",
+                                                "layout": "mirrored"}}},
+             "data": {"normalise": "unit"}}
+  assert workdir.architecture_difference(saved, current) is None
+  assert workdir.run_difference(saved, current) is None
+  current["model"]["modalities"]["image"]["reduction"] = "channel_mean"
+  assert workdir.architecture_difference(saved, current) == (
+      "config.model.modalities.image.reduction: None there, 'channel_mean' here")
+  current["data"]["normalise"] = "standardise"
+  assert "config.data.normalise: None there" in workdir.run_difference(saved, current)
