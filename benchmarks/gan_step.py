@@ -54,8 +54,9 @@ def main():
   ceilings = []
   for r in range(args.rounds):
     ceilings.append(matmul_rate(args.batch_size))
-    for name, (step, state, inputs, _) in runs.items():
-      rates[name].append(args.batch_size * steps_per_second(step, state, inputs, args.steps))
+    for name, (step, state, inputs, _) in runs.items():   # a fresh copy: the step donates
+      rates[name].append(args.batch_size * steps_per_second(
+          step, jax.tree.map(np.array, state), inputs, args.steps))
     print(f"round {r}: " + ", ".join(f"{n} {v[-1]:.1f} images/s" for n, v in rates.items())
           + f"; matmul {ceilings[-1] / 1e9:.0f} GFLOP/s")
   flops = runs["jmvae_gan"][3]
