@@ -10,6 +10,7 @@ process and agrees with the others on the step after which all of them save
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -29,12 +30,27 @@ class StopRequests:
   def __init__(self):
     self.caught: list[str] = []
     self._old = {}
+    self._saving = False
 
   def _handler(self, signum, frame):
     del frame
-    if signum == signal.SIGINT and "SIGINT" in self.caught:
-      raise KeyboardInterrupt   # a second Ctrl-C: now
+    if signum == signal.SIGINT and "SIGINT" in self.caught and not self._saving:
+      raise KeyboardInterrupt   # a second Ctrl-C: now, unless a save is being written
     self.caught.append(signal.Signals(signum).name)
+
+  @contextlib.contextmanager
+  def saving(self):
+    """While a checkpoint is written no signal interrupts it, not even a second Ctrl-C;
+    the loop asks ``pending`` afterwards."""
+    self._saving = True
+    try:
+      yield
+    finally:
+      self._saving = False
+
+  def pending(self) -> str | None:
+    """A stop asked for on this process (a signal during the save just made), or None."""
+    return self.caught[0] if self.caught else None
 
   def __enter__(self) -> "StopRequests":
     if threading.current_thread() is threading.main_thread():

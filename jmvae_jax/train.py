@@ -280,7 +280,10 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
         if save_now:   # never a checkpoint with a non-finite value in it
           if not bool(all_finite(state)):
             raise _stopped(f"parameters or optimiser state after step {step}", wd)
-          wd.save(step, state, dict(meta, epoch=epochs_done, batch_in_epoch=in_epoch))
+          with stops.saving():
+            wd.save(step, state, dict(meta, epoch=epochs_done, batch_in_epoch=in_epoch))
+          if not stop and jax.process_count() == 1:   # a signal during the save: stop here
+            stop = stops.pending()
         if stop:
           raise stops.stop(stop, step, wd.directory)
     last_train = _mean_metrics(history, wd) or last_train

@@ -431,6 +431,54 @@ def test_a_non_finite_estimate_is_an_error_not_a_result(tmp_path):
   assert not (tmp_path / "other").exists()
 
 
+def test_ctrl_c_inside_a_save_lets_it_finish_then_stops_there(tmp_path, monkeypatch, capsys):
+  """Ctrl-C twice inside Orbax's save (sent from within it): the save completes, the run
+  stops right after it (KeyboardInterrupt), the checkpoint verifies, nothing
+  half-written is left, and the same command resumes from it."""
+  from jmvae_jax import checkpoint
+  real = checkpoint.Checkpointer.save
+
+  def save(self, step, state, meta):
+    if step == 5:
+      manager_save = self.manager.save
+
+      def interrupted(*args, **kwargs):
+        for _ in range(2):   # each handled at the next bytecode: mid-save
+          os.kill(os.getpid(), signal.SIGINT)
+        return manager_save(*args, **kwargs)
+      monkeypatch.setattr(self.manager, "save", interrupted)
+    return real(self, step, state, meta)
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+  c = tiny_config(tmp_path / "data", epochs=1, checkpoint_every_steps=5)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  ckpts = tmp_path / "run" / "checkpoints"
+  assert sorted(os.listdir(ckpts)) == ["5"]
+  assert int(restore_params(c, tmp_path / "run")[0].step) == 5   # its fingerprint verified
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", real)
+  capsys.readouterr()
+  assert train.train_and_evaluate(c, str(tmp_path / "run"))["step"] == 10
+  assert "resumed from step 5" in capsys.readouterr().out
+
+
+def test_a_seed_beyond_int64_and_a_read_only_workdir_on_evaluate_are_one_line(tmp_path,
+                                                                             monkeypatch):
+  c = tiny_config(tmp_path / "data", epochs=1)
+  c.seed = 2 ** 64
+  with pytest.raises(ConfigError, match=r"^config.seed=18446744073709551616 must be an int in "
+                     r"\[0, 2\*\*63\)$"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+  (tmp_path / "ro").mkdir()
+  if os.access(tmp_path / "ro", os.W_OK):   # root writes anywhere: the answer simulated
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if os.fspath(p) == str(
+        tmp_path / "ro") else real(p, m))
+  with pytest.raises(ConfigError, match=r"--workdir='.*ro' cannot be written: the evaluation "
+                     r"writes evaluation.json, classifiers/ and figures/ there"):
+    job.evaluate_workdir(tiny_config(tmp_path / "data", epochs=1), str(tmp_path / "ro"))
+
+
 def test_sigterm_saves_the_step_in_flight_and_the_rerun_ends_bit_identical(straight):
   """A preemption notice (SIGTERM) during training: launch.py finishes the step, saves it,
   exits 143 in one line; the same command resumes there and ends where the uninterrupted
