@@ -30,7 +30,7 @@ import optax
 
 from jmvae_jax import distributions as D
 from jmvae_jax import modalities as M
-from jmvae_jax.model import Model
+from jmvae_jax.model import Model, collect_batch_stats, with_batch_stats
 from jmvae_jax.networks import StrideTwoConv
 
 EPS = float(np.finfo(np.float32).eps)
@@ -215,14 +215,28 @@ def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
 # The three updates and the step.
 # ----------------------------------------------------------------------------
 
+def owner(model: GanModel, where) -> str:
+  """The player that updates network ``where`` = (kind, key) (its batch-norm averages too)."""
+  kind, key = where
+  return "decoder" if (kind, key) == ("decoder", model.spec.x) else "encoder"
+
+
 def _update(model, optimizer, opt_state, params, player, loss):
-  """One player's optax update of ``loss(params with its part) -> (loss, terms)``."""
+  """One player's optax update of ``loss(params with its part) -> (loss, terms)``; the
+  batch-norm averages of its own networks are the ones its loss left."""
   part = player_params(model, params, player)
-  (_, terms), grads = jax.value_and_grad(
-      lambda q: loss(with_player(model, params, player, q)), has_aux=True)(part)
+
+  def player_loss(q):
+    with collect_batch_stats() as stats:
+      value, terms = loss(with_player(model, params, player, q))
+    return value, (terms, dict(stats))
+
+  (_, (terms, stats)), grads = jax.value_and_grad(player_loss, has_aux=True)(part)
   updates, opt_state = optimizer.update(grads, opt_state, part)
   terms[f"grad_norm/{player}"] = optax.tree.norm(grads)
-  return with_player(model, params, player, optax.apply_updates(part, updates)), opt_state, terms
+  new = with_player(model, params, player, optax.apply_updates(part, updates))
+  new = with_batch_stats(new, stats, keep=lambda where: owner(model, where) == player)
+  return new, opt_state, terms
 
 
 def encoder_loss(model: GanModel, loss_fn, params, batch, rng, kl_weight):

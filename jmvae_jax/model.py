@@ -9,9 +9,17 @@ Which encoders and decoders exist is decided by the objective (JMVAE-zero has
 only the joint encoder; JMVAE-kl adds one unimodal encoder per modality; VAE has
 one encoder and one decoder), so parameters an objective never uses are never
 created. Every method is pure: ``method(params, ...) -> arrays``.
+
+With ``norm="batch"`` the dict also holds ``"batch_stats"`` ({"encoder": {key: ...},
+"decoder": {name: ...}}, the running averages of each batch-normalised network, saved
+with the parameters). The networks use them, and so never depend on the rest of the
+batch, except inside ``collect_batch_stats()``: there they use the batch's statistics
+and the running averages they update are gathered, for the train step to keep.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Mapping
 
@@ -25,6 +33,32 @@ from jmvae_jax.errors import ConfigError
 
 Params = Mapping[str, Any]
 Batch = Mapping[str, jax.Array]
+
+
+_COLLECTING: contextvars.ContextVar = contextvars.ContextVar("batch_stats", default=None)
+
+
+@contextlib.contextmanager
+def collect_batch_stats():
+  """Inside: batch norm in training mode; yields {(kind, key): updated running averages}
+  of every batch-normalised network called (the last call of each wins)."""
+  collected = {}
+  token = _COLLECTING.set(collected)
+  try:
+    yield collected
+  finally:
+    _COLLECTING.reset(token)
+
+
+def with_batch_stats(params: Params, collected: dict, keep=lambda where: True) -> Params:
+  """``params`` with the running averages in ``collected`` that ``keep((kind, key))``."""
+  chosen = {w: v for w, v in collected.items() if keep(w)}
+  if not chosen:
+    return params
+  stats = {kind: dict(v) for kind, v in params["batch_stats"].items()}
+  for (kind, key), v in chosen.items():
+    stats[kind][key] = v
+  return dict(params, batch_stats=stats)
 
 
 def subset_key(subset) -> str:
@@ -127,10 +161,31 @@ class Model:
     dummy = {s.name: jnp.zeros((1,) + s.shape, jnp.float32) for s in self.spec.modalities}
     z = jnp.zeros((1, self.spec.latent_dim), jnp.float32)
     keys = iter(jax.random.split(rng, len(self.encoders) + len(self.decoders)))
-    enc = {k: m.init(next(keys), {n: dummy[n] for n in k.split("+")})["params"]
+    enc = {k: m.init(next(keys), {n: dummy[n] for n in k.split("+")})
            for k, m in self.encoders.items()}
-    dec = {t: m.init(next(keys), z, dummy)["params"] for t, m in self.decoders.items()}
-    return {"encoder": enc, "decoder": dec}
+    dec = {t: m.init(next(keys), z, dummy) for t, m in self.decoders.items()}
+    params = {"encoder": {k: v["params"] for k, v in enc.items()},
+              "decoder": {k: v["params"] for k, v in dec.items()}}
+    if self.spec.norm == "batch":
+      params["batch_stats"] = {kind: {k: v["batch_stats"] for k, v in nets.items()
+                                      if "batch_stats" in v}
+                               for kind, nets in (("encoder", enc), ("decoder", dec))}
+    return params
+
+  def _apply(self, kind: str, key: str, module, params: Params, *args):
+    """``module`` (encoder or decoder ``key``) on ``args``; batch norm as
+    ``collect_batch_stats`` says."""
+    variables = {"params": params[kind][key]}
+    stats = params.get("batch_stats", {}).get(kind, {}).get(key)
+    if stats is None:
+      return module.apply(variables, *args)
+    variables["batch_stats"] = stats
+    collected = _COLLECTING.get()
+    if collected is None:
+      return module.apply(variables, *args, training=False)
+    out, updated = module.apply(variables, *args, training=True, mutable=["batch_stats"])
+    collected[(kind, key)] = updated["batch_stats"]
+    return out
 
   # -- the networks as pure functions -------------------------------------------
 
@@ -142,7 +197,7 @@ class Model:
     names = key.split("+")
     lead = M.batch_dims(self.spec.modality(names[0]), inputs[names[0]])
     feats = {n: _fold(M.encoder_input(self.spec.modality(n), inputs[n]), lead) for n in names}
-    q = self.encoders[key].apply({"params": params["encoder"][key]}, feats)
+    q = self._apply("encoder", key, self.encoders[key], params, feats)
     return jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), q)
 
   def decode(self, params: Params, name: str, z: jax.Array, cond: Batch | None = None):
@@ -162,8 +217,8 @@ class Model:
         v = M.encoder_input(self.spec.modality(c), cond[c])
         v = jnp.broadcast_to(v, lead + v.shape[v.ndim - self.spec.modality(c).event_ndim:])
         folded_cond[c] = _fold(v, lead)
-    out = self.decoders[name].apply({"params": params["decoder"][name]}, _fold(z, lead),
-                                    folded_cond)
+    out = self._apply("decoder", name, self.decoders[name], params, _fold(z, lead),
+                      folded_cond)
     return out.reshape(lead + out.shape[1:])
 
   def log_likelihood(self, params: Params, name: str, z: jax.Array, x: jax.Array,

@@ -32,13 +32,19 @@ ACTIVATIONS = {
     "tanh": nn.tanh,
 }
 VARIANCE_PARAMS = ("log", "softplus")
-NORMS = ("none", "layer")
+NORMS = ("none", "layer", "batch")
 MIN_VARIANCE = 1e-6
 
 
-def _norm(kind: str, name: str):
+def _norm(kind: str, name: str, training: bool = False, first: bool = False):
+  """The normalisation after a convolution. ``batch``: the authors' (Lasagne's running
+  averages with alpha 0.1 and epsilon 1e-4; none after the encoder's first convolution);
+  the batch's statistics while ``training``, the running averages otherwise."""
   if kind == "layer":
     return nn.LayerNorm(reduction_axes=(-3, -2, -1), name=name)
+  if kind == "batch" and not first:
+    return nn.BatchNorm(use_running_average=not training, momentum=0.9, epsilon=1e-4,
+                        name=name)
   return lambda x: x
 
 
@@ -159,11 +165,11 @@ class ConvStack(nn.Module):
   flatten_only: bool = False
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, training: bool = False):
     act = ACTIVATIONS[self.activation]
     for i, f in enumerate(self.filters):
       x = StrideTwoConv(f, name=f"conv{i}")(x)
-      x = act(_norm(self.norm, f"norm{i}")(x))
+      x = act(_norm(self.norm, f"norm{i}", training, first=i == 0)(x))
     x = x.reshape(x.shape[0], -1)
     return x if self.flatten_only else act(nn.Dense(self.dense, name="dense")(x))
 
@@ -179,7 +185,7 @@ class DeconvStack(nn.Module):
   one_dense: bool = False
 
   @nn.compact
-  def __call__(self, h):
+  def __call__(self, h, training: bool = False):
     act = ACTIVATIONS[self.activation]
     if not self.one_dense:
       h = act(nn.Dense(self.dense, name="dense0")(h))
@@ -188,7 +194,7 @@ class DeconvStack(nn.Module):
     ups = list(reversed(self.filters[:-1]))
     for i, f in enumerate(ups):
       h = StrideTwoConv(f, up=True, name=f"deconv{i}")(h)
-      h = act(_norm(self.norm, f"norm{i}")(h))
+      h = act(_norm(self.norm, f"norm{i}", training)(h))
     return StrideTwoConv(self.out_channels, up=True, name=f"deconv{len(ups)}")(h)
 
 
@@ -225,10 +231,13 @@ class Encoder(nn.Module):
   norm: str = "none"
 
   @nn.compact
-  def __call__(self, inputs: dict) -> D.DiagGaussian:
+  def __call__(self, inputs: dict, training: bool = False) -> D.DiagGaussian:
     joint = len(self.modalities) > 1
-    feats = [branch(s, self.activation, self.norm, f"branch_{s.name}", joint)(inputs[s.name])
-             for s in self.modalities]
+    feats = []
+    for s in self.modalities:
+      net = branch(s, self.activation, self.norm, f"branch_{s.name}", joint)
+      feats.append(net(inputs[s.name], training) if s.network == "conv64"
+                   else net(inputs[s.name]))
     h = jnp.concatenate(feats, axis=-1)
     if self.joint_hidden and len(self.modalities) > 1:
       h = MLP(self.joint_hidden, self.activation, name="shared")(h)
@@ -242,7 +251,7 @@ class Decoder(nn.Module):
   norm: str = "none"
 
   @nn.compact
-  def __call__(self, z, cond: dict | None = None):
+  def __call__(self, z, cond: dict | None = None, training: bool = False):
     h = z
     if self.conditions:
       parts = [cond[s.name].reshape(z.shape[0], -1) for s in self.conditions]
@@ -250,7 +259,7 @@ class Decoder(nn.Module):
     spec = self.target
     if spec.network == "conv64":
       return DeconvStack(spec.filters, spec.dense, spec.param_shape[-1], self.activation,
-                         self.norm, one_dense=spec.layout == "authors", name="net")(h)
+                         self.norm, one_dense=spec.layout == "authors", name="net")(h, training)
     h = MLP(spec.decoder_hidden, self.activation, name="net")(h)
     out = nn.Dense(math.prod(spec.param_shape), name="out")(h)
     return out.reshape((z.shape[0],) + spec.param_shape)

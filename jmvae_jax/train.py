@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from jmvae_jax import builder, optim, parallel, schema
+from jmvae_jax import model as model_lib
 from jmvae_jax.eval import loop
 
 
@@ -58,11 +59,14 @@ def train_step(state: TrainState, batch, rng, kl_weight, *, model, loss_fn, opti
   step_rng = jax.random.fold_in(rng, state.step)
 
   def loss(params):
-    return loss_fn(model, params, batch, step_rng, kl_weight=kl_weight)
+    with model_lib.collect_batch_stats() as stats:
+      value, terms = loss_fn(model, params, batch, step_rng, kl_weight=kl_weight)
+    return value, (terms, dict(stats))
 
-  (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+  (_, (terms, stats)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  # batch norm's running averages (no gradient, so no update) are the step's new ones
+  params = model_lib.with_batch_stats(optax.apply_updates(state.params, updates), stats)
   terms["grad_norm"] = optax.tree.norm(grads)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), terms
 

@@ -14,9 +14,10 @@ from jmvae_jax import ConfigError, builder, gan, schema, train
 SMOKE = schema.check(shapes64.get_config("smoke"))
 
 
-def _setup(objective="jmvae_gan", **gan_fields):
+def _setup(objective="jmvae_gan", norm="none", **gan_fields):
   c = shapes64.get_config("smoke")
   c.objective.name = objective
+  c.model.norm = norm
   for k, v in gan_fields.items():
     c.gan[k] = v
   c = schema.check(c)
@@ -252,3 +253,32 @@ def test_with_features_the_encoders_loss_trades_the_pixel_term_for_the_features(
   pixel = np.mean(np.asarray(model.log_likelihood(state.params, "image", z, batch["image"])))
   feat = np.mean(np.asarray(gan.reconstruction(model, state.params, batch, z)))
   np.testing.assert_allclose(float(got), float(base) + pixel - feat, rtol=1e-5)
+
+
+def test_each_player_keeps_the_batch_norm_averages_of_its_own_networks():
+  """With batch norm, the encoder update keeps the averages its loss leaves for the
+  encoders (computed again here from that loss alone); the image decoder's come from the
+  decoder update, not from the encoder update's call of it."""
+  from jmvae_jax import model as model_lib
+  model, loss_fn, opt, state, batch = _setup(norm="batch")
+  rng = jax.random.PRNGKey(3)
+  new, _ = jax.jit(lambda s: gan.train_step(s, batch, rng, 0.5, model=model, loss_fn=loss_fn,
+                                            optimizer=opt))(state)
+  key = jax.random.split(jax.random.fold_in(rng, 0), 4)[0]
+
+  def encoder_stats(params):
+    with model_lib.collect_batch_stats() as stats:
+      gan.encoder_loss(model, loss_fn, params, batch, key, 0.5)
+    return dict(stats)
+  stats = jax.jit(encoder_stats)(state.params)
+  assert set(stats) == {("encoder", "attributes+image"), ("encoder", "image"),
+                        ("decoder", "image")}
+  for kind, k in [("encoder", "attributes+image"), ("encoder", "image")]:
+    for a, b in zip(jax.tree.leaves(stats[(kind, k)]),
+                    jax.tree.leaves(new.params["batch_stats"][kind][k])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  image = [np.asarray(v) for v in jax.tree.leaves(new.params["batch_stats"]["decoder"]["image"])]
+  assert not any(np.allclose(a, b) for a, b in zip(jax.tree.leaves(stats[("decoder", "image")]),
+                                                   image))
+  assert not any(np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(state.params["batch_stats"]["decoder"]["image"]), image))

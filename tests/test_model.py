@@ -377,3 +377,57 @@ def test_a_field_added_since_a_workdir_was_written_compares_as_its_default():
       "config.model.modalities.image.reduction: None there, 'channel_mean' here")
   current["data"]["normalise"] = "standardise"
   assert "config.data.normalise: None there" in workdir.run_difference(saved, current)
+
+
+def _batch_norm_case():
+  from jmvae_jax import train
+  config = celeba_like_config()
+  config.model.norm = "batch"
+  model, loss_fn = jmvae_jax.build(config)
+  optimizer = train.make_optimizer(config.optim)
+  state = train.init_state(model, optimizer, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.random((4, 64, 64, 3), np.float32),
+           "attributes": np.where(rng.random((4, 40)) < 0.5, -1.0, 1.0).astype(np.float32)}
+  return model, loss_fn, optimizer, state, batch
+
+
+def test_batch_norm_uses_running_averages_outside_training_so_examples_stay_independent():
+  from jmvae_jax import model as model_lib
+  model, _, _, state, batch = _batch_norm_case()
+  alone = [model.posterior(state.params, {k: v[i:i + 1] for k, v in batch.items()}).mean
+           for i in range(4)]
+  together = model.posterior(state.params, batch).mean
+  np.testing.assert_allclose(np.concatenate(alone), together, rtol=1e-5, atol=1e-6)
+  with model_lib.collect_batch_stats() as stats:   # training mode: the batch's statistics
+    trained = model.posterior(state.params, batch).mean
+  assert ("encoder", "attributes+image") in stats
+  assert np.max(np.abs(np.asarray(trained) - np.asarray(together))) > 1e-3
+
+
+def test_a_train_step_keeps_the_running_averages_lasagne_would():
+  """After one step, each running mean and variance is 0.9 * before + 0.1 * the batch's
+  (biased) statistics over batch, height and width, computed here in float64 numpy from
+  the layer's input (captured from the network) at the step's parameters."""
+  from jmvae_jax import train
+  model, loss_fn, optimizer, state, batch = _batch_norm_case()
+  key = "attributes+image"
+  variables = {"params": state.params["encoder"][key],
+               "batch_stats": state.params["batch_stats"]["encoder"][key]}
+  _, inter = model.encoders[key].apply(variables, batch, training=True,
+                                       capture_intermediates=True, mutable=["intermediates",
+                                                                            "batch_stats"])
+  conv1 = np.asarray(inter["intermediates"]["branch_image"]["conv1"]["__call__"][0], np.float64)
+  step = jax.jit(lambda s: train.train_step(s, batch, jax.random.PRNGKey(1), 0.5, model=model,
+                                            loss_fn=loss_fn, optimizer=optimizer))
+  new, _ = step(state)
+  before = state.params["batch_stats"]["encoder"][key]["branch_image"]["norm1"]
+  after = new.params["batch_stats"]["encoder"][key]["branch_image"]["norm1"]
+  np.testing.assert_allclose(after["mean"], 0.9 * np.asarray(before["mean"])
+                             + 0.1 * conv1.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(after["var"], 0.9 * np.asarray(before["var"])
+                             + 0.1 * conv1.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+  assert "norm0" not in state.params["batch_stats"]["encoder"][key]["branch_image"]
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                       state.params["batch_stats"], new.params["batch_stats"])
+  assert all(jax.tree.leaves(moved))   # every batch-normalised network was trained
