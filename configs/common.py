@@ -67,6 +67,8 @@ def eval_config() -> ml_collections.ConfigDict:
                            # 5; --mode=evaluate); () = the dataset's first three
   e.matmul_precision = "highest"   # float32 products; "default" lets a GPU use TF32 (faster,
                            # moves log-likelihoods; BUILD_NOTES.md); no effect on a CPU
+  e.inception_path = ""    # a TensorFlow SavedModel of Inception features: the standard FID
+                           # of generated images (eval/inception.py); "" = none
   return e
 
 

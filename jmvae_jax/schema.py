@@ -113,6 +113,7 @@ EVAL = {
     "figure_attributes": Field((), "a tuple of attribute names", lambda v: not isinstance(
         v, str) and isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v),
                                convert=tuple),
+    "inception_path": path_field(),
 }
 GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "gamma": number_field(1.0, lambda v: v >= 0, ">= 0"),

@@ -282,3 +282,59 @@ def test_each_player_keeps_the_batch_norm_averages_of_its_own_networks():
                                                    image))
   assert not any(np.allclose(a, b) for a, b in zip(
       jax.tree.leaves(state.params["batch_stats"]["decoder"]["image"]), image))
+
+
+def _toy_inception(path):
+  """A stand-in for Inception weights: a SavedModel of 6 features per image (each
+  channel's mean over the image and over its top-left quarter), with Inception's input
+  contract."""
+  import tensorflow as tf
+
+  class Toy(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 299, 299, 3], tf.float32)])
+    def __call__(self, x):
+      return tf.concat([tf.reduce_mean(x, [1, 2]), tf.reduce_mean(x[:, :150, :150], [1, 2])],
+                       -1)
+  tf.saved_model.save(Toy(), str(path))
+
+
+def test_the_standard_fid_reads_the_users_savedmodel_and_matches_numpy(tmp_path):
+  """The FID through eval.inception_path against a float64 numpy computation: the
+  features of the resized images by hand, the trace of the root as
+  Tr((S1^1/2 S2 S1^1/2)^1/2) from symmetric eigendecompositions."""
+  import tensorflow as tf
+  from jmvae_jax.eval import gan_metrics, inception
+  model, _, _, state, batch = _setup()
+  brightness = np.random.default_rng(1).uniform(0.2, 1.0, (6, 1, 1, 1)).astype(np.float32)
+  batch = dict(batch, image=batch["image"] * brightness)   # real images that differ
+  _toy_inception(tmp_path / "toy")
+  real = np.array([1, 1, 1, 1, 1, 0], bool)   # the last row is padding
+  got = inception.fid(model, state.params, [(batch, real)] * 2, str(tmp_path / "toy"))
+  generated = np.asarray(gan_metrics.prior_images(model, state.params, batch,
+                                                  np.arange(6, 12, dtype=np.int32), 0))
+  first = np.asarray(gan_metrics.prior_images(model, state.params, batch,
+                                              np.arange(6, dtype=np.int32), 0))
+
+  def feats(images):
+    x = tf.image.resize(np.clip(images, 0, 1), (299, 299), method="bilinear").numpy()
+    x = x.astype(np.float64)
+    return np.concatenate([x.mean((1, 2)), x[:, :150, :150].mean((1, 2))], -1)
+
+  def gaussian(f):
+    return f.mean(0), np.cov(f, rowvar=False, bias=True)
+
+  def sqrtm(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+  f_real = feats(np.concatenate([batch["image"][real]] * 2))
+  f_gen = feats(np.concatenate([first[real], generated[real]]))
+  (m1, s1), (m2, s2) = gaussian(f_real), gaussian(f_gen)
+  root = sqrtm(s1)
+  want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * sqrtm(root @ s2 @ root))
+  # float32 features; the root's near-zero eigenvalues (an untrained decoder's images
+  # barely vary) amplify their rounding, hence 1e-3
+  np.testing.assert_allclose(got, want, rtol=1e-3)
+  with pytest.raises(ConfigError, match=r"config.eval.inception_path='.*nowhere' is not a "
+                     r"TensorFlow SavedModel directory"):
+    inception.check_path(str(tmp_path / "nowhere"))

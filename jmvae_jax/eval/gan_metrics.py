@@ -32,7 +32,7 @@ def _normal(keys, dim):
   return jax.vmap(lambda k: jax.random.normal(k, (dim,), jnp.float32))(keys)
 
 
-def _prior_images(model, params, batch, index, seed):
+def prior_images(model, params, batch, index, seed):
   z = _normal(_keys(seed, index, 0), model.spec.latent_dim)
   return model.generate(params, model.spec.x, z, {n: batch[n] for n in model.spec.w})
 
@@ -87,7 +87,7 @@ def _feature_values(model, seed, params, clf, batch, index, mask):
   keep = (mask > 0)[:, None]
   out = {}
   for name, images in (("real", batch[model.spec.x]),
-                       ("generated", _prior_images(model, params, batch, index, seed))):
+                       ("generated", prior_images(model, params, batch, index, seed))):
     f = jnp.where(keep, hidden_features(clf, images), 0.0)
     out[f"{name}/sum"] = f
     out[f"{name}/outer"] = f[:, :, None] * f[:, None, :]

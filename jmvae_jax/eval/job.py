@@ -17,7 +17,7 @@ import numpy as np
 
 from jmvae_jax import restore, schema
 from jmvae_jax.errors import ConfigError
-from jmvae_jax.eval import classifier, estimators, gan_metrics, metrics, report
+from jmvae_jax.eval import classifier, estimators, gan_metrics, inception, metrics, report
 
 
 def check_test_split(model, data) -> None:
@@ -73,6 +73,16 @@ def image_metrics(model, params, data, workdir, batch_size, seed) -> dict:
   return out
 
 
+def inception_fid(model, params, data, opts) -> dict:
+  """The standard FID from the SavedModel at ``config.eval.inception_path`` (if any), for
+  a model of an image."""
+  if not opts.inception_path or len(model.spec.modality(model.spec.x).shape) != 3:
+    return {}
+  value = inception.fid(model, params, data.test_batches(opts.batch_size), opts.inception_path,
+                        seed=opts.seed, display=data.display)
+  return {"fid_inception": {"value": value, "model": opts.inception_path}}
+
+
 def attribute_figures(model, params, data, workdir, opts) -> list[str]:
   """The paper's Figures 4 and 5 (figures.attribute_figures) in WORKDIR/figures, for a
   model of x and one attribute vector w on a dataset that names its attributes."""
@@ -108,6 +118,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
     raise ConfigError(f"--workdir={workdir!r} cannot be written: the evaluation writes "
                       "evaluation.json, classifiers/ and figures/ there")
   opts = c.eval
+  if opts.inception_path:
+    inception.check_path(opts.inception_path)
   model, _, state, _ = restore.load_trained(config, workdir)
   data = data_lib.load(c.data, c.seed)
   check_test_split(model, data)
@@ -142,6 +154,7 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
           model, params, clf, data.test_batches(batch_size), target=target,
           seed=opts.seed)
   result.update(image_metrics(model, params, data, workdir, batch_size, opts.seed))
+  result.update(inception_fid(model, params, data, opts))
   for path in attribute_figures(model, params, data, workdir, opts):
     log(f"figure: {path}")
   result["total_seconds"] = time.time() - t0
@@ -158,6 +171,9 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
   if "frechet_distance" in result:
     log(f"Frechet distance of generated {model.spec.x}s (the classifier's features): "
         f"{result['frechet_distance']:.4g}")
+  if "fid_inception" in result:
+    log(f"FID of generated {model.spec.x}s (Inception features from "
+        f"{opts.inception_path}): {result['fid_inception']['value']:.4g}")
   for k, v in result.get("discriminator_accuracy", {}).items():
     log(f"discriminator right about {k} images: {v['mean']:.4f} +- {v['stderr']:.4f}")
   log(f"wrote {os.path.join(workdir, 'evaluation.json')}")
