@@ -30,7 +30,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.image_size = 64        # S: faces are centre-cropped and resized to S x S
   c.data.crop = 0               # side of the centred square crop before resizing; 0: the largest
   c.data.celeba_split = "paper" # paper: a random test_fraction of all images (by split_seed);
-                                # official: list_eval_partition's train (0) and test (2)
+                                # official: list_eval_partition's train (0) and test (2);
+                                # authors: 1 % drawn as their code (scikit-learn's
+                                # train_test_split, random_state=split_seed; theirs: 1)
   c.data.test_fraction = 0.1
   c.data.split_seed = 0
   c.data.shuffle_buffer = 20_000   # examples: the order of an epoch streamed from disk

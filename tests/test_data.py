@@ -859,3 +859,12 @@ def test_celeba_standardised_pixels_use_the_training_split_statistics(tmp_path):
   again = celeba_data.pixel_statistics(None, None, str(cached[0]))   # read, not recomputed
   np.testing.assert_allclose(again[0], mean, atol=1e-6)
   np.testing.assert_allclose(again[1], std, rtol=1e-5)
+
+
+def test_the_authors_celeba_split_is_scikit_learns_train_test_split_draw():
+  """celeba_split='authors': the 1 % that the authors' train_test_split(test_size=0.01,
+  random_state=1) holds out, as scikit-learn 1.9.1 gives it (recorded from it)."""
+  c = dict(celeba_split="authors", split_seed=1, test_fraction=0.1)
+  held = celeba_data.test_indices(c, 202_599)
+  assert len(held) == 2026 and held[:6].tolist() == [57205, 75512, 193254, 125591, 75806, 93799]
+  assert celeba_data.test_indices(c, 300).tolist() == [189, 123, 185]

@@ -13,7 +13,10 @@ streamed from disk; an epoch's order comes from a ``shuffle_buffer`` seeded by
 
 Splits: ``paper`` holds out a random ``test_fraction`` of all images (by ``split_seed``;
 the paper's OpenCV face filter is not applied); ``official`` uses list_eval_partition's
-train (0) and test (2) partitions.
+train (0) and test (2) partitions; ``authors`` draws 1 % as the authors' code does
+(scikit-learn's ``train_test_split`` with ``random_state=split_seed``, theirs 1), over
+every image in file order (their own face crops were a subset: the same draw, not the
+same faces).
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def fields(name: str) -> dict:
       "download": Field(False, convert=bool),
       "image_size": int_field(64, 1, "an int >= 1"),
       "crop": int_field(0, 0, "an int >= 0"),
-      "celeba_split": Field("paper", choices=("paper", "official")),
+      "celeba_split": Field("paper", choices=("paper", "official", "authors")),
       "test_fraction": number_field(0.1, lambda v: 0 < v < 1, "in (0, 1)"),
       "split_seed": int_field(0, 0, "an int >= 0"),
       "shuffle_buffer": int_field(20_000, 1, "an int >= 1"),
@@ -79,7 +82,8 @@ def describe(c) -> str:
   where = c["data_dir"] or ("tfds default dir" if c["source"] == "tfds" else "")
   return (f"{c['name']} from {c['source']} ({where}), {c['image_size']}x{c['image_size']}, "
           f"split={c['celeba_split']}"
-          + (f" (test {c['test_fraction']:g})" if c["celeba_split"] == "paper" else ""))
+          + (f" (test {c['test_fraction']:g})" if c["celeba_split"] == "paper" else "")
+          + (f" (1 %, seed {c['split_seed']})" if c["celeba_split"] == "authors" else ""))
 
 
 _LAYOUT = {
@@ -336,9 +340,7 @@ def _streams(c):
             convert, builder.data_dir)
   total = sum(sizes.values())
   is_test = np.zeros(total, bool)
-  rng = np.random.default_rng(np.random.SeedSequence([c["split_seed"], 0xCE1EBA]))
-  perm = rng.permutation(total)
-  is_test[perm[:int(round(c["test_fraction"] * total))]] = True
+  is_test[test_indices(c, total)] = True
   mask = tf.constant(is_test)
 
   def part(want_test: bool):
@@ -394,6 +396,17 @@ def _standardised(convert, mean: np.ndarray, std: np.ndarray):
     out = convert(ex)
     return dict(out, image=(out["image"] - mean_t) / std_t)
   return standardise
+
+
+def test_indices(c, total: int) -> np.ndarray:
+  """The held-out images of the ``paper`` or ``authors`` split, by position in file order.
+  ``authors``: the draw of the authors' ``train_test_split(test_size=0.01,
+  random_state=split_seed)`` (scikit-learn's ShuffleSplit: the first ceil(1 %) of
+  ``RandomState(split_seed).permutation``), over this set of images."""
+  if c["celeba_split"] == "authors":
+    return np.random.RandomState(c["split_seed"]).permutation(total)[:int(np.ceil(0.01 * total))]
+  rng = np.random.default_rng(np.random.SeedSequence([c["split_seed"], 0xCE1EBA]))
+  return rng.permutation(total)[:int(round(c["test_fraction"] * total))]
 
 
 def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
