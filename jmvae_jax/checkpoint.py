@@ -9,6 +9,8 @@ fingerprint: ``Corrupt`` says why one cannot be trusted.
 """
 from __future__ import annotations
 
+import sys
+import threading
 import zlib
 from typing import Any
 
@@ -66,10 +68,34 @@ def fingerprint(state) -> dict:
           for path, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
+def _is_closed_loop(exc) -> bool:
+  return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """A write that fails (a full disk) leaves Orbax's storage callbacks calling into its
+  closed asyncio loop from other threads, each printing a traceback above the one-line
+  error; those RuntimeErrors (and only those) are dropped."""
+  if getattr(threading.excepthook, "_jmvae_quiet", False):
+    return
+  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+  def thread(args):
+    if not _is_closed_loop(args.exc_value):
+      thread_hook(args)
+
+  def unraisable(u):
+    if not _is_closed_loop(u.exc_value):
+      unraisable_hook(u)
+  thread._jmvae_quiet = True   # pylint: disable=protected-access
+  threading.excepthook, sys.unraisablehook = thread, unraisable
+
+
 class Checkpointer:
   """Saves and restores (state, metadata) with an Orbax CheckpointManager."""
 
   def __init__(self, directory: str, keep: int = 3):
+    _quiet_closed_loop_callbacks()
     self.directory = directory
     self.manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=False),

@@ -643,6 +643,9 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_older_checkpoints_stay(tm
                         r"left on device\); the older checkpoints are intact: free the space "
                         r"\(or fix the directory\) and run the same command to resume",
                         done.stderr.strip().splitlines()[-1]), done.stderr[-2000:]
+    # and nothing else: no traceback from Orbax's writer threads (TensorFlow's start-up
+    # log lines aside)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not [d for d in os.listdir(mount / "run" / "checkpoints") if d.isdigit()]
   finally:
     subprocess.run(["umount", str(mount)], capture_output=True)
