@@ -133,7 +133,7 @@ def main():
   for i, (kind, what) in enumerate(faults):
     workdir = os.path.join(root, f"fault{i}")
     counts["faults"] += 1
-    lost = False
+    lost, note = False, ""
     if kind == "kill":
       kill_at_random(workdir, data, what, rng)
     elif kind == "damage":
@@ -154,6 +154,7 @@ def main():
       finally:
         subprocess.run(["umount", small], capture_output=True)
       lost |= not one_line
+      note = "; the full disk was one line" if one_line else "; the full disk was NOT one line"
     else:
       out = run(workdir, data, "--config.objective.name=tests.custom_losses:"
                 "nan_after_half_warmup")
@@ -177,7 +178,7 @@ def main():
     counts["data_lost"] += int(lost)
     print(f"fault {i}: {kind} {getattr(what, 'name', what)}: "
           f"{'recovered bit-identical' if same else 'NOT RECOVERED'}"
-          + (f"; checkpoints changed: {changed}" if changed else ""), flush=True)
+          + (f"; checkpoints changed: {changed}" if changed else "") + note, flush=True)
   print(json.dumps(counts))
 
 
