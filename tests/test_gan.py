@@ -223,7 +223,7 @@ def test_frechet_distance_and_discriminator_accuracy_against_numpy():
   fd = gan_metrics.frechet_distance(model, state.params, layers, [(batch, mask)], seed=3,
                                     mesh=None)
   index = np.arange(5, dtype=np.int32)
-  gen = np.asarray(gan_metrics._prior_images(model, state.params,
+  gen = np.asarray(gan_metrics.prior_images(model, state.params,
                                              {k: v[:5] for k, v in batch.items()}, index, 3))
   feats = lambda x: np.maximum(x.reshape(len(x), -1).astype(np.float64)
                                @ np.asarray(layers[0]["w"], np.float64)
