@@ -44,8 +44,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.latent_dim = 128
   c.model.activation = "relu"          # the paper: ReLU
   c.model.norm = "batch"               # the authors': batch norm after every convolution but
-                                       # the encoder's first (running averages saved with
-                                       # the parameters, used at test time); "layer", "none"
+                                       # the encoder's first and every attribute dense layer
+                                       # but the first (running averages saved with the
+                                       # parameters, used at test time); "layer", "none"
   c.model.modalities = ml_collections.ConfigDict()
   # The image: Gaussian, variance 1, its log-density reduced as the authors' code does
   # (summed over height and width, averaged over the 3 channels: Table 2's scale);

@@ -49,15 +49,21 @@ def _norm(kind: str, name: str, training: bool = False, first: bool = False):
 
 
 class MLP(nn.Module):
+  """Dense layers; with ``norm="batch"`` each but the first is batch-normalised (the
+  authors' attribute networks); other norms apply to convolutions only."""
   features: Sequence[int]
   activation: str
+  norm: str = "none"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, training: bool = False):
     act = ACTIVATIONS[self.activation]
     x = x.reshape(x.shape[0], -1)
     for i, f in enumerate(self.features):
-      x = act(nn.Dense(f, name=f"dense{i}")(x))
+      x = nn.Dense(f, name=f"dense{i}")(x)
+      if self.norm == "batch":
+        x = _norm("batch", f"norm{i}", training, first=i == 0)(x)
+      x = act(x)
     return x
 
 
@@ -204,7 +210,7 @@ def branch(spec: ModalitySpec, activation: str, norm: str, name: str,
   if spec.network == "conv64":
     return ConvStack(spec.filters, spec.dense, activation, norm,
                      flatten_only=joint and spec.layout == "authors", name=name)
-  return MLP(spec.hidden, activation, name=name)
+  return MLP(spec.hidden, activation, norm, name=name)
 
 
 class GaussianHead(nn.Module):
@@ -236,11 +242,10 @@ class Encoder(nn.Module):
     feats = []
     for s in self.modalities:
       net = branch(s, self.activation, self.norm, f"branch_{s.name}", joint)
-      feats.append(net(inputs[s.name], training) if s.network == "conv64"
-                   else net(inputs[s.name]))
+      feats.append(net(inputs[s.name], training))
     h = jnp.concatenate(feats, axis=-1)
     if self.joint_hidden and len(self.modalities) > 1:
-      h = MLP(self.joint_hidden, self.activation, name="shared")(h)
+      h = MLP(self.joint_hidden, self.activation, self.norm, name="shared")(h, training)
     return GaussianHead(self.latent_dim, self.variance_param, name="head")(h)
 
 
@@ -260,6 +265,6 @@ class Decoder(nn.Module):
     if spec.network == "conv64":
       return DeconvStack(spec.filters, spec.dense, spec.param_shape[-1], self.activation,
                          self.norm, one_dense=spec.layout == "authors", name="net")(h, training)
-    h = MLP(spec.decoder_hidden, self.activation, name="net")(h)
+    h = MLP(spec.decoder_hidden, self.activation, self.norm, name="net")(h, training)
     out = nn.Dense(math.prod(spec.param_shape), name="out")(h)
     return out.reshape((z.shape[0],) + spec.param_shape)

@@ -428,6 +428,9 @@ def test_a_train_step_keeps_the_running_averages_lasagne_would():
   np.testing.assert_allclose(after["var"], 0.9 * np.asarray(before["var"])
                              + 0.1 * conv1.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
   assert "norm0" not in state.params["batch_stats"]["encoder"][key]["branch_image"]
+  # the attribute networks: every dense layer but the first (hidden (32, 32) here)
+  assert set(state.params["batch_stats"]["encoder"][key]["branch_attributes"]) == {"norm1"}
+  assert set(state.params["batch_stats"]["decoder"]["attributes"]["net"]) == {"norm1"}
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
                        state.params["batch_stats"], new.params["batch_stats"])
   assert all(jax.tree.leaves(moved))   # every batch-normalised network was trained
