@@ -265,13 +265,16 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 
 
-MULTIHOST = """
+JOIN = """
 import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
                            process_id={pid})
 from tests.test_train import tiny_config, restore_params
+"""
+
+MULTIHOST = JOIN + """
 from jmvae_jax import train
 c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
 train.train_and_evaluate(c, {workdir!r})
@@ -286,23 +289,10 @@ print("processes", jax.process_count(), "devices", jax.device_count())
 
 
 def test_two_processes_through_jax_distributed_match_one_process(straight):
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
   tmp_path, one = straight
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  procs = []
-  for pid in (0, 1):
-    script = MULTIHOST.format(root=ROOT, port=port, pid=pid, data=str(tmp_path / "data"),
-                              workdir=str(tmp_path / "multi"), out=str(tmp_path / f"p{pid}.npz"))
-    procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  for pid, (p, out) in enumerate(zip(procs, outs)):
-    assert p.returncode == 0 and "processes 2 devices 4" in out, (
-        f"process {pid} exited with {p.returncode}:\n{out[-3000:]}\n"
-        f"the other process:\n{outs[1 - pid][-3000:]}")
+  outs = two_processes(tmp_path, "multi", MULTIHOST)
+  for pid, out in enumerate(outs):
+    assert "processes 2 devices 4" in out, f"process {pid}:\n{out[-3000:]}"
   # The evaluation of the same parameters over every test example, split over processes.
   from jmvae_jax.eval import job
   c = tiny_config(tmp_path / "data", epochs=2)
@@ -313,19 +303,13 @@ def test_two_processes_through_jax_distributed_match_one_process(straight):
     assert f"n {single['num_examples']}" in out
     np.testing.assert_allclose(joint, single["estimates"]["joint"]["mean"], rtol=1e-4)
   for pid in (0, 1):
-    got = np.load(tmp_path / f"p{pid}.npz")
+    got = np.load(tmp_path / f"multi{pid}.npz")
     got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
     for a, b in zip(one, got):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-MULTIHOST_TERM = """
-import sys, numpy as np, jax
-sys.path.insert(0, {root!r})
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes=2,
-                           process_id={pid})
-from tests.test_train import tiny_config, restore_params
+MULTIHOST_TERM = JOIN + """
 from jmvae_jax import preemption, train
 c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
 print("initialized", flush=True)
@@ -340,18 +324,19 @@ print("finished", flush=True)
 """
 
 
-def two_processes(tmp_path, name, term_after_start=False):
-  """MULTIHOST_TERM on two processes (two simulated devices each) into WORKDIR ``name``;
-  with ``term_after_start``, process 1 gets SIGTERM once both have joined. Their outputs."""
+def two_processes(tmp_path, name, script, term_after_start=False):
+  """``script`` on two processes (two simulated devices each) into WORKDIR ``name``, each
+  saving to ``name{pid}.npz``; with ``term_after_start``, process 1 gets SIGTERM once both
+  have joined. Their outputs (both must exit 0)."""
   import socket
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   procs = [subprocess.Popen(
-      [sys.executable, "-c", MULTIHOST_TERM.format(
+      [sys.executable, "-c", script.format(
           root=ROOT, port=port, pid=pid, data=str(tmp_path / "data"),
-          workdir=str(tmp_path / name), out=str(tmp_path / f"{name}.npz"))],
+          workdir=str(tmp_path / name), out=str(tmp_path / f"{name}{pid}.npz"))],
       env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for pid in (0, 1)]
   head = ""
   if term_after_start:
@@ -363,7 +348,8 @@ def two_processes(tmp_path, name, term_after_start=False):
   outs = [p.communicate(timeout=300)[0] for p in procs]
   outs[1] = head + outs[1]
   for pid, (p, out) in enumerate(zip(procs, outs)):
-    assert p.returncode == 0, f"process {pid} exited with {p.returncode}:\n{out[-3000:]}"
+    assert p.returncode == 0, (f"process {pid} exited with {p.returncode}:\n{out[-3000:]}\n"
+                               f"the other process:\n{outs[1 - pid][-3000:]}")
   return outs
 
 
@@ -372,7 +358,7 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step_and_they_r
   """JAX's preemption service: a SIGTERM to process 1 alone stops both processes after the
   same step, saved; the same command resumes there and ends where one process does."""
   tmp_path, one = straight
-  outs = two_processes(tmp_path, "multi_term", term_after_start=True)
+  outs = two_processes(tmp_path, "multi_term", MULTIHOST_TERM, term_after_start=True)
   steps = set()
   for out in outs:
     m = re.search(r"preempted: stopped by SIGTERM after step (\d+), which is saved", out)
@@ -382,9 +368,9 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step_and_they_r
   assert len(steps) == 1, outs
   step = steps.pop()
   assert step < 20 and step in {int(d) for d in os.listdir(ckpts) if d.isdigit()}
-  outs = two_processes(tmp_path, "multi_term")
+  outs = two_processes(tmp_path, "multi_term", MULTIHOST_TERM)
   assert all("finished" in out and "resumed from step" in out for out in outs), outs[0][-3000:]
-  got = np.load(tmp_path / "multi_term.npz")
+  got = np.load(tmp_path / "multi_term0.npz")
   got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
   for a, b in zip(one, got):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
