@@ -138,7 +138,7 @@ class Checkpointer:
     except ConfigError:
       raise
     except Exception as e:  # pylint: disable=broad-except  # any failure to read it
-      first = (str(e).strip().splitlines() or [""])[0][:200]
+      first = (str(e).strip().splitlines() or [""])[0].split(" See full ")[0][:200]
       raise Corrupt(f"cannot be read ({type(e).__name__}: {first})") from None
     meta = dict(out.meta)
     saved = meta.pop("fingerprint", None)
