@@ -275,41 +275,6 @@ from tests.test_train import tiny_config, restore_params
 """
 
 MULTIHOST = JOIN + """
-from jmvae_jax import train
-c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
-train.train_and_evaluate(c, {workdir!r})
-state, _ = restore_params(c, {workdir!r})
-np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
-from jmvae_jax.eval import job
-c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
-res = job.evaluate_workdir(c, {workdir!r}, log=None)
-print("joint", repr(res["estimates"]["joint"]["mean"]), "n", res["num_examples"])
-print("processes", jax.process_count(), "devices", jax.device_count())
-"""
-
-
-def test_two_processes_through_jax_distributed_match_one_process(straight):
-  tmp_path, one = straight
-  outs = two_processes(tmp_path, "multi", MULTIHOST)
-  for pid, out in enumerate(outs):
-    assert "processes 2 devices 4" in out, f"process {pid}:\n{out[-3000:]}"
-  # The evaluation of the same parameters over every test example, split over processes.
-  from jmvae_jax.eval import job
-  c = tiny_config(tmp_path / "data", epochs=2)
-  c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
-  single = job.evaluate_workdir(c, str(tmp_path / "straight"), log=None)
-  for out in outs:
-    joint = float(out.split("joint ")[1].split()[0])
-    assert f"n {single['num_examples']}" in out
-    np.testing.assert_allclose(joint, single["estimates"]["joint"]["mean"], rtol=1e-4)
-  for pid in (0, 1):
-    got = np.load(tmp_path / f"multi{pid}.npz")
-    got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
-    for a, b in zip(one, got):
-      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-
-
-MULTIHOST_TERM = JOIN + """
 from jmvae_jax import preemption, train
 c = tiny_config({data!r}, epochs=2, checkpoint_every_steps=20)
 print("initialized", flush=True)
@@ -320,7 +285,11 @@ except preemption.Preempted as e:
   raise SystemExit(0)
 state, _ = restore_params(c, {workdir!r})
 np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(state.params)])
-print("finished", flush=True)
+from jmvae_jax.eval import job
+c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
+res = job.evaluate_workdir(c, {workdir!r}, log=None)
+print("joint", repr(res["estimates"]["joint"]["mean"]), "n", res["num_examples"])
+print("processes", jax.process_count(), "devices", jax.device_count(), "finished")
 """
 
 
@@ -353,27 +322,39 @@ def two_processes(tmp_path, name, script, term_after_start=False):
   return outs
 
 
-def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step_and_they_resume(
-    straight):
-  """JAX's preemption service: a SIGTERM to process 1 alone stops both processes after the
-  same step, saved; the same command resumes there and ends where one process does."""
+def test_two_processes_stop_together_on_one_sigterm_resume_and_match_one_process(straight):
+  """Two processes through jax.distributed (JAX's preemption service): a SIGTERM to
+  process 1 alone stops both after the same step, saved; the same command resumes there,
+  ends at one process's parameters, and evaluates as one process does."""
   tmp_path, one = straight
-  outs = two_processes(tmp_path, "multi_term", MULTIHOST_TERM, term_after_start=True)
+  outs = two_processes(tmp_path, "multi", MULTIHOST, term_after_start=True)
   steps = set()
   for out in outs:
     m = re.search(r"preempted: stopped by SIGTERM after step (\d+), which is saved", out)
     assert m, out[-3000:]
     steps.add(int(m.group(1)))
-  ckpts = tmp_path / "multi_term" / "checkpoints"
+  ckpts = tmp_path / "multi" / "checkpoints"
   assert len(steps) == 1, outs
   step = steps.pop()
   assert step < 20 and step in {int(d) for d in os.listdir(ckpts) if d.isdigit()}
-  outs = two_processes(tmp_path, "multi_term", MULTIHOST_TERM)
-  assert all("finished" in out and "resumed from step" in out for out in outs), outs[0][-3000:]
-  got = np.load(tmp_path / "multi_term0.npz")
-  got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
-  for a, b in zip(one, got):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  outs = two_processes(tmp_path, "multi", MULTIHOST)
+  for pid, out in enumerate(outs):
+    assert "processes 2 devices 4 finished" in out and "resumed from step" in out, \
+        f"process {pid}:\n{out[-3000:]}"
+  # The evaluation of the same parameters over every test example, split over processes.
+  from jmvae_jax.eval import job
+  c = tiny_config(tmp_path / "data", epochs=2)
+  c.eval.k, c.eval.prior_samples, c.eval.chunk_size = 8, 8, 4
+  single = job.evaluate_workdir(c, str(tmp_path / "straight"), log=None)
+  for out in outs:
+    joint = float(out.split("joint ")[1].split()[0])
+    assert f"n {single['num_examples']}" in out
+    np.testing.assert_allclose(joint, single["estimates"]["joint"]["mean"], rtol=1e-4)
+  for pid in (0, 1):
+    got = np.load(tmp_path / f"multi{pid}.npz")
+    got = [v for _, v in sorted(got.items(), key=lambda kv: int(kv[0].split("_")[1]))]
+    for a, b in zip(one, got):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
 def test_parameters_made_non_finite_by_an_update_are_never_checkpointed(tmp_path, monkeypatch):
