@@ -163,6 +163,9 @@ def test_the_table1_command_trains_resumes_skips_and_reports(pickled, tmp_path, 
   assert cells == [(f"{est[n]['mean']:.2f}", f"{est[n]['stderr']:.2f}")
                    for n in ("marginal_multiple", "marginal_single")]
   assert "true single bound" in md and "## The paper's claims" in md
+  # a caption for each figure drawn (no latent-2 rows here: no Figure 3)
+  assert "- `fig6_reconstructions.png`: Figure 6" in md and "- `fig7_generation.png`" in md
+  assert "fig3_latent.png" not in md
   for name in ("fig6_reconstructions.png", "fig7_generation.png", "table1.md"):
     assert os.path.getsize(tmp_path / "results" / "smoke" / name) > 0
   assert sorted(os.listdir(tmp_path / "results" / "smoke" / "jmvae_zero")) == sorted(

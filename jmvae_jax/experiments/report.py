@@ -83,8 +83,21 @@ def claims(rows, protocol: str) -> list[str]:
   return out
 
 
-def table1(rows: dict, protocol: str, settings: dict) -> str:
-  """The markdown report of the finished ``rows`` ({row: {evaluation, timing, config}})."""
+CAPTIONS = {
+    "fig3_latent.png": "Figure 3: the test images' posterior means in a 2-d latent space, "
+                       "coloured by digit (the key under them); left to right VAE (q(z|x)), "
+                       "CVAE and JMVAE-kl alpha 0.1 (q(z|x,w)), the rows with z in R^2.",
+    "fig6_reconstructions.png": "Figure 6: test images (top), reconstructed through q(z|x,w) "
+                                "(middle) and through q(z|x) (bottom), JMVAE-kl alpha 0.1.",
+    "fig7_generation.png": "Figure 7: digits generated from each label (a row per label, each "
+                           "a different z ~ q(z|w)), JMVAE-zero (left) beside JMVAE-kl "
+                           "alpha 0.1.",
+}
+
+
+def table1(rows: dict, protocol: str, settings: dict, drawn=()) -> str:
+  """The markdown report of the finished ``rows`` ({row: {evaluation, timing, config}}),
+  with a caption for each figure file in ``drawn``."""
   lines = [f"# Table 1 on MNIST: the `{protocol}` protocol", "",
            f"Each row trained {settings['epochs']} epochs (the prior KL's warm-up over the "
            f"first {settings['warmup_epochs']}), batch 100, on the first 50,000 training "
@@ -128,4 +141,7 @@ def table1(rows: dict, protocol: str, settings: dict) -> str:
   found = claims(rows, protocol)
   if found:
     lines += ["", "## The paper's claims, on these numbers", "", *found]
+  shown = [f"- `{name}`: {CAPTIONS[name]}" for name in drawn if name in CAPTIONS]
+  if shown:
+    lines += ["", "## Figures", "", *shown]
   return "\n".join(lines) + "\n"

@@ -176,12 +176,14 @@ def main(argv=None):
       run_row(row, args.protocol, args.data_dir, args.workdir)
     done = finished_rows(args.workdir, args.protocol)
     out = os.path.join(args.workdir, args.protocol)
+    drawn = figures.draw(args.workdir, args.protocol, set(done), out)
+    for name in drawn:
+      print(f"wrote {name}")
     path = os.path.join(out, "table1.md")
     with open(path, "w") as f:
-      f.write(report.table1(done, args.protocol, PROTOCOLS[args.protocol]))
+      f.write(report.table1(done, args.protocol, PROTOCOLS[args.protocol],
+                            [os.path.basename(n) for n in drawn]))
     print(f"wrote {path}")
-    for name in figures.draw(args.workdir, args.protocol, set(done), out):
-      print(f"wrote {name}")
     if args.export:
       export(args.workdir, args.protocol, args.export)
       print(f"copied the results to {os.path.join(args.export, args.protocol)}")
