@@ -73,6 +73,8 @@ class GanSpec:
   prior_noise: str = "uniform"
   reconstruction: str = "pixel"
   feature_layer: int = 2
+  equilibrium: float = 0.0    # Larsen et al.'s balance (0: off)
+  margin: float = 0.35
   conditioned: bool = False   # D sees w too (CVAE-GAN)
   decoder_loss: Any = None        # a user's own (model, params, batch, rng, z_prior) ->
   discriminator_loss: Any = None  # (loss, terms) for those players; None: the ones below
@@ -269,9 +271,34 @@ def discriminator_update(model, optimizer, opt_state, params, batch, rng, z_prio
                  lambda p: loss(model, p, batch, rng, z_prior))
 
 
+def balance(model: GanModel, params, batch, z_prior):
+  """Larsen et al.'s balance (their code; ``equilibrium`` 0.68, ``margin`` 0.35): from D's
+  costs on real images, -E log D(x), and on prior images, -E log(1 - D(x_prior)), whether
+  the decoder and D update: D pauses while either cost is under equilibrium - margin (D
+  far ahead), the decoder while either is over equilibrium + margin (far behind); if both
+  would pause, both update. Returns (decoder updates, D updates) as bool scalars."""
+  x = model.spec.x
+  cond = {n: batch[n] for n in model.spec.w}
+  real = model.discriminate(params, batch[x], cond)[0]
+  fake = model.discriminate(params, model.generate(params, x, z_prior, cond), cond)[0]
+  costs = jnp.stack([-jnp.mean(log_d(real)), -jnp.mean(log_not_d(fake))])
+  eq, margin = model.gan.equilibrium, model.gan.margin
+  disc = ~jnp.any(costs < eq - margin)
+  dec = ~jnp.any(costs > eq + margin)
+  neither = ~(disc | dec)
+  return dec | neither, disc | neither
+
+
+def _kept_unless(go, new, old):
+  """``new`` where ``go``, else ``old`` (a paused player's parameters and state)."""
+  return jax.tree.map(lambda a, b: jnp.where(go, a, b), new, old)
+
+
 def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
   """The three updates in order, each from the parameters the previous one left; the
-  randomness folded from the step, one prior-noise draw for all three."""
+  randomness folded from the step, one prior-noise draw for all three. With
+  ``equilibrium`` > 0, :func:`balance` (at the parameters the decoder update starts from)
+  may pause the decoder or D for this step."""
   keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
   x = model.spec.x
   z_prior = prior_noise(model.gan, keys[3], batch[x].shape[0], model.spec.latent_dim)
@@ -279,9 +306,16 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
   params, opt["encoder"], terms = encoder_update(
       model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
       kl_weight)
-  params, opt["decoder"], dec_terms = decoder_update(
-      model, optimizer.decoder, opt["decoder"], params, batch, keys[1], z_prior)
-  params, opt["discriminator"], disc_terms = discriminator_update(
-      model, optimizer.discriminator, opt["discriminator"], params, batch, keys[2], z_prior)
-  terms = dict(terms, **dec_terms, **disc_terms)
+  go = balance(model, params, batch, z_prior) if model.gan.equilibrium > 0 else None
+  updates = {"decoder": lambda p, o: decoder_update(model, optimizer.decoder, o, p, batch,
+                                                    keys[1], z_prior),
+             "discriminator": lambda p, o: discriminator_update(
+                 model, optimizer.discriminator, o, p, batch, keys[2], z_prior)}
+  for i, (player, update) in enumerate(updates.items()):
+    new, new_opt, player_terms = update(params, opt[player])
+    if go is not None:
+      new, new_opt = _kept_unless(go[i], (new, new_opt), (params, opt[player]))
+      player_terms[f"gan/updates/{player}"] = go[i].astype(jnp.float32)
+    params, opt[player] = new, new_opt
+    terms = dict(terms, **player_terms)
   return state.replace(step=state.step + 1, params=params, opt_state=opt), terms

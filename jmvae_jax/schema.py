@@ -122,6 +122,8 @@ GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "feature_layer": int_field(2, 0, "an int >= 0"),
     "filters": ints_field((64, 128, 256, 256)),
     "dense": int_field(1024),
+    "equilibrium": number_field(0.0, lambda v: v >= 0, ">= 0 (0: no balancing)"),
+    "margin": number_field(0.35, lambda v: v >= 0, ">= 0"),
     "decoder_optim": Field({}, "a dict of config.optim's fields", lambda v: isinstance(v, Mapping)),
     "discriminator_optim": Field({}, "a dict of config.optim's fields",
                                  lambda v: isinstance(v, Mapping)),

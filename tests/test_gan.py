@@ -339,3 +339,44 @@ def test_the_standard_fid_reads_the_users_savedmodel_and_matches_numpy(tmp_path)
   with pytest.raises(ConfigError, match=r"config.eval.inception_path='.*nowhere' is not a "
                      r"TensorFlow SavedModel directory"):
     inception.check_path(str(tmp_path / "nowhere"))
+
+
+def test_the_balance_pauses_the_player_that_is_far_ahead_or_behind():
+  """Larsen et al.'s balance: the gates from D's two costs recomputed in numpy, for
+  settings that pause D, pause the decoder, and would pause both (then neither pauses);
+  in a step with D paused its parameters and optimiser state stay bit for bit."""
+  model, loss_fn, opt, state, batch = _setup(equilibrium=1.0)
+  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(5), 6, model.spec.latent_dim)
+  cond = {"attributes": batch["attributes"]}
+  sig = lambda a: 1 / (1 + np.exp(-np.asarray(a, np.float64)))
+  eps = np.finfo(np.float32).eps
+  real = sig(model.discriminate(state.params, batch["image"], cond)[0])
+  fake = sig(model.discriminate(state.params, model.generate(state.params, "image", z_prior,
+                                                             cond), cond)[0])
+  costs = np.array([-np.mean(np.log(real + eps)), -np.mean(np.log(1 - fake + eps))])
+  lo, hi = costs.min(), costs.max()
+  assert hi > lo
+  import dataclasses
+  for eq, margin, want in ((hi + 0.3, 0.2, (True, False)),      # both under eq - margin
+                           (lo - 0.3, 0.2, (False, True)),      # both over eq + margin
+                           ((lo + hi) / 2, (hi - lo) / 4, (True, True)),   # both would
+                           ((lo + hi) / 2, hi - lo + 0.1, (True, True))):   # neither
+    spec = dataclasses.replace(model.gan, equilibrium=float(eq), margin=float(margin))
+    tuned = gan.GanModel(model.spec, spec)
+    got = gan.balance(tuned, state.params, batch, z_prior)
+    ahead, behind = np.any(costs < eq - margin), np.any(costs > eq + margin)
+    assert (not behind or ahead, not ahead or behind) == want    # the rule, in numpy
+    assert (bool(got[0]), bool(got[1])) == want, (eq, margin, costs)
+  # one step with D far ahead: D and its Adam state untouched, the decoder moved
+  spec = dataclasses.replace(model.gan, equilibrium=float(hi + 3.0), margin=1.0)
+  tuned = gan.GanModel(model.spec, spec)
+  new, terms = jax.jit(lambda s: gan.train_step(s, batch, jax.random.PRNGKey(1), 0.5,
+                                                model=tuned, loss_fn=loss_fn,
+                                                optimizer=opt))(state)
+  assert float(terms["gan/updates/discriminator"]) == 0 and float(terms["gan/updates/decoder"])
+  for a, b in zip(jax.tree.leaves((state.params["discriminator"],
+                                   state.opt_state["discriminator"])),
+                  jax.tree.leaves((new.params["discriminator"], new.opt_state["discriminator"]))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(np.asarray(jax.tree.leaves(state.params["decoder"]["image"])[0]),
+                            np.asarray(jax.tree.leaves(new.params["decoder"]["image"])[0]))
