@@ -266,16 +266,19 @@ class Model:
     image, image to label): z from the posterior (its mean if not ``sample_z``),
     then the target decoder's mean. A decoder conditioned on the inputs (CVAE)
     draws z from its prior N(0, I) instead."""
-    present = set(inputs) & set(self.spec.names)
-    if present and present <= set(self.conditions.get(target, ())):
-      # The decoder itself is conditioned on the inputs (CVAE): z ~ p(z) = N(0, I).
-      ref = self.spec.modality(sorted(present)[0])
-      lead = M.batch_dims(ref, inputs[ref.name])
-      q = D.DiagGaussian(*(jnp.zeros(lead + (self.spec.latent_dim,)),) * 2)
-    else:
-      q = self.posterior(params, inputs)
+    q = self.translation_posterior(params, inputs, target)
     z = D.sample(rng, q) if sample_z else q.mean
     return self.generate(params, target, z, inputs)
+
+  def translation_posterior(self, params: Params, inputs: Batch, target: str):
+    """The z distribution :meth:`translate` draws from: q(z | inputs), or N(0, I) where
+    the ``target`` decoder is itself conditioned on the inputs (CVAE)."""
+    present = set(inputs) & set(self.spec.names)
+    if present and present <= set(self.conditions.get(target, ())):
+      ref = self.spec.modality(sorted(present)[0])
+      lead = M.batch_dims(ref, inputs[ref.name])
+      return D.DiagGaussian(*(jnp.zeros(lead + (self.spec.latent_dim,)),) * 2)
+    return self.posterior(params, inputs)
 
   def check_batch(self, batch: Batch, names=None, where: str = "batch") -> None:
     """One-line ConfigError if the batch lacks one of ``names`` (default: every

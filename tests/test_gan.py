@@ -221,20 +221,27 @@ def test_frechet_distance_and_discriminator_accuracy_against_numpy():
   model, _, _, state, batch = _setup()
   layers = classifier._mlp_init(jax.random.key(4), (64 * 64 * 3, 16, 7))
   mask = np.array([1, 1, 1, 1, 1, 0], np.float32)
-  fd = gan_metrics.frechet_distance(model, state.params, layers, [(batch, mask)], seed=3,
-                                    mesh=None)
+  fds = gan_metrics.frechet_distances(model, state.params, layers, [(batch, mask)], seed=3,
+                                      mesh=None)
   index = np.arange(5, dtype=np.int32)
-  gen = np.asarray(gan_metrics.prior_images(model, state.params,
-                                             {k: v[:5] for k, v in batch.items()}, index, 3))
-  feats = lambda x: np.maximum(x.reshape(len(x), -1).astype(np.float64)
+  five = {k: v[:5] for k, v in batch.items()}
+  # from w: z = mean + sd * the index-keyed normal draw of q(z|w), read from the encoder
+  q = model.posterior(state.params, {"attributes": five["attributes"]})
+  eps = np.asarray(gan_metrics._normal(gan_metrics._keys(3, index, 3), model.spec.latent_dim))
+  z_w = np.asarray(q.mean) + np.exp(0.5 * np.asarray(q.logvar)) * eps
+  generated = {"prior": gan_metrics.prior_images(model, state.params, five, index, 3),
+               "from_w": model.generate(state.params, "image", jnp.asarray(z_w, jnp.float32))}
+  feats = lambda x: np.maximum(np.asarray(x).reshape(len(x), -1).astype(np.float64)
                                @ np.asarray(layers[0]["w"], np.float64)
                                + np.asarray(layers[0]["b"], np.float64), 0)
-  f1, f2 = feats(batch["image"][:5]), feats(gen)
-  m1, m2 = f1.mean(0), f2.mean(0)
-  s1, s2 = np.cov(f1.T, bias=True), np.cov(f2.T, bias=True)
+  f1 = feats(batch["image"][:5])
+  m1, s1 = f1.mean(0), np.cov(f1.T, bias=True)
   r = _sym_sqrt(s1)
-  want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2) - 2 * np.trace(_sym_sqrt(r @ s2 @ r))
-  np.testing.assert_allclose(fd, want, rtol=1e-4, atol=1e-3)
+  for kind, images in generated.items():
+    f2 = feats(images)
+    m2, s2 = f2.mean(0), np.cov(f2.T, bias=True)
+    want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2) - 2 * np.trace(_sym_sqrt(r @ s2 @ r))
+    np.testing.assert_allclose(fds[kind], want, rtol=1e-4, atol=1e-3)
   acc = gan_metrics.discriminator_accuracy(model, state.params, [(batch, mask)], seed=3,
                                            mesh=None)
   real = np.asarray(model.discriminate(state.params, batch["image"][:5])[0]) > 0

@@ -6,8 +6,10 @@ two sets of images, ``||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``. The stand
 reads Inception-v3's features; here they are the hidden layer of the project's own
 classifier of x (``classifier``, trained on the training split), so it works offline
 and is comparable between models evaluated with the same cached classifier, not with
-published FIDs. Generated images are the decoder's means at z ~ N(0, I), one per test
-example, keyed by its index. Both run through the one masked loop (``loop.run``).
+published FIDs. Generated images are the decoder's means, one per test example, keyed by
+its index: at z ~ N(0, I) ("prior"), and at z drawn as the w -> x translation draws it
+(q(z|w), or N(0, I) for a decoder conditioned on w), from the example's w ("from_w",
+the images that coherence judges). Both run through the one masked loop (``loop.run``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,14 @@ def _normal(keys, dim):
 def prior_images(model, params, batch, index, seed):
   z = _normal(_keys(seed, index, 0), model.spec.latent_dim)
   return model.generate(params, model.spec.x, z, {n: batch[n] for n in model.spec.w})
+
+
+def w_images(model, params, batch, index, seed):
+  """x generated from each example's w, z drawn (keyed by the index) as translate draws it."""
+  w = {n: batch[n] for n in model.spec.w}
+  q = model.translation_posterior(params, w, model.spec.x)
+  z = q.mean + jnp.exp(0.5 * q.logvar) * _normal(_keys(seed, index, 3), model.spec.latent_dim)
+  return model.generate(params, model.spec.x, z, w)
 
 
 def _d_values(model, seed, params, batch, index, mask):
@@ -87,7 +97,8 @@ def _feature_values(model, seed, params, clf, batch, index, mask):
   keep = (mask > 0)[:, None]
   out = {}
   for name, images in (("real", batch[model.spec.x]),
-                       ("generated", prior_images(model, params, batch, index, seed))):
+                       ("prior", prior_images(model, params, batch, index, seed)),
+                       ("from_w", w_images(model, params, batch, index, seed))):
     f = jnp.where(keep, hidden_features(clf, images), 0.0)
     out[f"{name}/sum"] = f
     out[f"{name}/outer"] = f[:, :, None] * f[:, None, :]
@@ -101,14 +112,14 @@ def frechet(m1, s1, m2, s2) -> float:
   return float(np.sum(np.square(m1 - m2)) + np.trace(s1) + np.trace(s2) - 2 * roots.sum())
 
 
-def frechet_distance(model, params, clf_params, batches, *, seed: int = 0, mesh="auto"):
-  """The Frechet distance between the test images and as many generated ones, in the
-  classifier's hidden features."""
+def frechet_distances(model, params, clf_params, batches, *, seed: int = 0, mesh="auto"):
+  """{"prior", "from_w"}: the Frechet distance between the test images and as many
+  generated ones of each kind, in the classifier's hidden features."""
   names = (model.spec.x,) + tuple(model.spec.w)
   sums, _, count, _ = _run(model, batches, _jit(_feature_values, model, seed),
                            (params, clf_params), names, "frechet distance", mesh)
-  stats = []
-  for name in ("real", "generated"):
+  stats = {}
+  for name in ("real", "prior", "from_w"):
     mean = sums[f"{name}/sum"] / count
-    stats += [mean, sums[f"{name}/outer"] / count - np.outer(mean, mean)]
-  return frechet(*stats)
+    stats[name] = (mean, sums[f"{name}/outer"] / count - np.outer(mean, mean))
+  return {k: frechet(*stats["real"], *stats[k]) for k in ("prior", "from_w")}

@@ -65,8 +65,9 @@ def image_metrics(model, params, data, workdir, batch_size, seed) -> dict:
   x = model.spec.modality(model.spec.x)
   if len(x.shape) == 3 and model.spec.w:
     clf = classifier.coherence_classifier(model, data, workdir, model.spec.w[0], seed)
-    out["frechet_distance"] = gan_metrics.frechet_distance(
-        model, params, clf, data.test_batches(batch_size), seed=seed)
+    fds = gan_metrics.frechet_distances(model, params, clf, data.test_batches(batch_size),
+                                        seed=seed)
+    out["frechet_distance"], out["frechet_distance_from_w"] = fds["prior"], fds["from_w"]
   if isinstance(model, gan.GanModel):
     out["discriminator_accuracy"] = gan_metrics.discriminator_accuracy(
         model, params, data.test_batches(batch_size), seed=seed)
@@ -170,7 +171,8 @@ def evaluate_workdir(config, workdir: str, log=print) -> dict:
     log(f"{w} -> {model.spec.x} coherence: {v['mean']:.4f} +- {v['stderr']:.4f}")
   if "frechet_distance" in result:
     log(f"Frechet distance of generated {model.spec.x}s (the classifier's features): "
-        f"{result['frechet_distance']:.4g}")
+        f"{result['frechet_distance']:.4g} from the prior, "
+        f"{result['frechet_distance_from_w']:.4g} from each test example's w")
   if "fid_inception" in result:
     log(f"FID of generated {model.spec.x}s (Inception features from "
         f"{opts.inception_path}): {result['fid_inception']['value']:.4g}")
