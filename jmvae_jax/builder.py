@@ -40,7 +40,7 @@ def _gan_model(spec, c, objective):
   return gan.GanModel(spec, gan.GanSpec(
       filters=tuple(g.filters), dense=g.dense, gamma=g.gamma, prior_noise=g.prior_noise,
       reconstruction=g.reconstruction, feature_layer=g.feature_layer,
-      equilibrium=g.equilibrium, margin=g.margin,
+      log_d=g.log_d, equilibrium=g.equilibrium, margin=g.margin,
       conditioned=objective.gan == "conditioned",
       decoder_loss=getattr(fn, "decoder_loss", None),
       discriminator_loss=getattr(fn, "discriminator_loss", None)))

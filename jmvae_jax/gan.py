@@ -13,7 +13,7 @@ parameters the previous one produced:
 3. *discriminator*: ``-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec))``.
 
 ``log D`` is ``log(D + eps)`` with eps float32's machine epsilon, as the authors compute
-it; one z_p draw is shared by the three updates. With ``reconstruction="features"`` the
+it, or exactly (``log_d="exact"``); one z_p draw is shared by the three updates. With ``reconstruction="features"`` the
 reconstruction terms are Larsen et al.'s Gaussian on a layer of D's features instead of
 the pixels. CVAE-GAN's discriminator also sees w (the authors' ``cmmagan``/``cvaegan``).
 """
@@ -73,6 +73,7 @@ class GanSpec:
   prior_noise: str = "uniform"
   reconstruction: str = "pixel"
   feature_layer: int = 2
+  log_d: str = "plus_eps"     # log D as the authors' log(D + eps), or "exact"
   equilibrium: float = 0.0    # Larsen et al.'s balance (0: off)
   margin: float = 0.35
   conditioned: bool = False   # D sees w too (CVAE-GAN)
@@ -145,13 +146,19 @@ class PlayerOptimizers:
 # The losses, pure functions of the parameters.
 # ----------------------------------------------------------------------------
 
-def log_d(logit):
-  """log(D + eps), D = sigmoid(logit): the authors' log D."""
+def log_d(logit, how: str = "plus_eps"):
+  """log D, D = sigmoid(logit): ``"plus_eps"``, the authors' log(D + eps), or ``"exact"``,
+  log_sigmoid(logit). The first flattens once D < eps (a logit under about -16): a
+  decoder whose images D calls fake that surely gets almost no gradient from them."""
+  if how == "exact":
+    return jax.nn.log_sigmoid(logit)
   return jnp.log(jax.nn.sigmoid(logit) + EPS)
 
 
-def log_not_d(logit):
-  """log(1 - D + eps)."""
+def log_not_d(logit, how: str = "plus_eps"):
+  """log(1 - D): log(1 - D + eps), or exactly log_sigmoid(-logit)."""
+  if how == "exact":
+    return jax.nn.log_sigmoid(-logit)
   return jnp.log(1.0 - jax.nn.sigmoid(logit) + EPS)
 
 
@@ -195,7 +202,9 @@ def decoder_loss(model: GanModel, params, batch, rng, z_prior):
   recon = jnp.mean(reconstruction(model, params, batch, z))
   d_rec = model.discriminate(params, x_rec, cond)[0]
   d_prior = model.discriminate(params, x_prior, cond)[0]
-  loss = -model.gan.gamma * recon - jnp.mean(log_d(d_rec)) - jnp.mean(log_d(d_prior))
+  how = model.gan.log_d
+  loss = (-model.gan.gamma * recon - jnp.mean(log_d(d_rec, how))
+          - jnp.mean(log_d(d_prior, how)))
   return loss, {"gan/decoder_loss": loss, "gan/reconstruction": recon}
 
 
@@ -207,7 +216,9 @@ def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
   d_real = model.discriminate(params, batch[x], cond)[0]
   d_rec = model.discriminate(params, x_rec, cond)[0]
   d_prior = model.discriminate(params, x_prior, cond)[0]
-  loss = -jnp.mean(log_d(d_real)) - jnp.mean(log_not_d(d_prior)) - jnp.mean(log_not_d(d_rec))
+  how = model.gan.log_d
+  loss = (-jnp.mean(log_d(d_real, how)) - jnp.mean(log_not_d(d_prior, how))
+          - jnp.mean(log_not_d(d_rec, how)))
   accuracy = (jnp.mean(d_real > 0) + 0.5 * jnp.mean(d_rec < 0) + 0.5 * jnp.mean(d_prior < 0)) / 2
   return loss, {"gan/discriminator_loss": loss, "gan/d_real": jnp.mean(jax.nn.sigmoid(d_real)),
                 "gan/d_fake": jnp.mean(jax.nn.sigmoid(d_rec)), "gan/d_accuracy": accuracy}
@@ -281,7 +292,8 @@ def balance(model: GanModel, params, batch, z_prior):
   cond = {n: batch[n] for n in model.spec.w}
   real = model.discriminate(params, batch[x], cond)[0]
   fake = model.discriminate(params, model.generate(params, x, z_prior, cond), cond)[0]
-  costs = jnp.stack([-jnp.mean(log_d(real)), -jnp.mean(log_not_d(fake))])
+  how = model.gan.log_d
+  costs = jnp.stack([-jnp.mean(log_d(real, how)), -jnp.mean(log_not_d(fake, how))])
   eq, margin = model.gan.equilibrium, model.gan.margin
   disc = ~jnp.any(costs < eq - margin)
   dec = ~jnp.any(costs > eq + margin)

@@ -122,6 +122,7 @@ GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "feature_layer": int_field(2, 0, "an int >= 0"),
     "filters": ints_field((64, 128, 256, 256)),
     "dense": int_field(1024),
+    "log_d": Field("plus_eps", choices=("plus_eps", "exact")),
     "equilibrium": number_field(0.0, lambda v: v >= 0, ">= 0 (0: no balancing)"),
     "margin": number_field(0.35, lambda v: v >= 0, ">= 0"),
     "decoder_optim": Field({}, "a dict of config.optim's fields", lambda v: isinstance(v, Mapping)),

@@ -387,3 +387,22 @@ def test_the_balance_pauses_the_player_that_is_far_ahead_or_behind():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(np.asarray(jax.tree.leaves(state.params["decoder"]["image"])[0]),
                             np.asarray(jax.tree.leaves(new.params["decoder"]["image"])[0]))
+
+
+def test_log_d_exact_keeps_the_gradient_that_plus_eps_loses():
+  """log D and log(1 - D) against float64 closed forms; at a logit of -30 (D far under
+  float32's eps) the authors' log(D + eps) has a gradient of about D / eps, nearly 0,
+  and the exact log-sigmoid one of about 1."""
+  logits = np.array([-30.0, -5.0, 0.0, 5.0, 30.0], np.float32)
+  l64 = logits.astype(np.float64)
+  sig = 1 / (1 + np.exp(-l64))
+  eps = np.finfo(np.float32).eps
+  np.testing.assert_allclose(gan.log_d(logits), np.log(sig + eps), rtol=1e-5)
+  np.testing.assert_allclose(gan.log_d(logits, "exact"), -np.logaddexp(0, -l64), rtol=1e-5)
+  np.testing.assert_allclose(gan.log_not_d(logits, "exact"), -np.logaddexp(0, l64), rtol=1e-5)
+  grad = lambda how: float(jax.grad(lambda l: gan.log_d(l, how))(jnp.float32(-30.0)))
+  assert grad("plus_eps") == pytest.approx(np.exp(-30.0) / eps, rel=1e-3)
+  assert grad("exact") == pytest.approx(1.0, rel=1e-6)
+  c = shapes64.get_config("smoke")
+  c.gan.log_d = "exact"
+  assert builder.build(c)[0].gan.log_d == "exact"
