@@ -13,7 +13,8 @@ and from each test example's attributes), log p(x) and log p(x|w),
 and for the GAN the discriminator's held-out accuracy at every evaluation during training
 (below 1: the decoder still has a gradient). The last line is JSON; `ok` says whether the
 GAN's coherence is within 0.05 of JMVAE-kl's or better, both its Frechet distances
-lower, and every logged discriminator accuracy below 1. A finished workdir is evaluated, not retrained.
+lower, and every logged discriminator accuracy below 1. A finished workdir is evaluated,
+not retrained.
 """
 import argparse
 import json
@@ -91,7 +92,8 @@ def main():
           + " ".join(f"{k} {v:.3f}" for k, v in sorted(row.items()) if k != "step"))
   checks = {"coherence_within_0.05": gan["coherence"] >= kl["coherence"] - 0.05,
             "frechet_lower": gan["frechet_distance"] < kl["frechet_distance"],
-            "frechet_from_w_lower": gan["frechet_distance_from_w"] < kl["frechet_distance_from_w"],
+            "frechet_from_w_lower": (gan["frechet_distance_from_w"]
+                                     < kl["frechet_distance_from_w"]),
             "d_accuracy_below_1": bool(history) and all(
                 v < 1.0 for row in history for k, v in row.items() if k != "step")}
   print(json.dumps({"machine": machine(), "command": command(), "epochs": args.epochs,

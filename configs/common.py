@@ -86,8 +86,8 @@ def gan_config(filters=(64, 128, 256, 256)) -> ml_collections.ConfigDict:
   g.filters = filters          # D: 4x4 stride-2 convolutions with leaky ReLU, ...
   g.dense = 1024               # ... then a dense layer, then one logit
   g.log_d = "plus_eps"         # log D: "plus_eps", the authors' log(D + eps), which gives the
-                               # decoder no gradient from images D calls fake with D < eps;
-                               # "exact": log_sigmoid
+                               # decoder almost no gradient from images D calls fake with
+                               # D < eps; "exact": log_sigmoid
   g.equilibrium = 0.0          # Larsen et al.'s balance (their code: 0.68): D pauses while its
   g.margin = 0.35              # cost on real or prior images is under equilibrium - margin,
                                # the decoder while one is over equilibrium + margin; 0: off

@@ -42,10 +42,14 @@ def standard_normal_like(g: DiagGaussian) -> DiagGaussian:
   return DiagGaussian(zeros, zeros)
 
 
+def reparameterise(g: DiagGaussian, eps: jax.Array) -> jax.Array:
+  """z = mean + exp(logvar / 2) * eps for standard-normal ``eps`` (broadcast on the left)."""
+  return g.mean + jnp.exp(0.5 * g.logvar) * eps
+
+
 def sample(rng: jax.Array, g: DiagGaussian) -> jax.Array:
   """Reparameterised draw z = mean + exp(logvar / 2) * eps."""
-  eps = jax.random.normal(rng, g.mean.shape, g.mean.dtype)
-  return g.mean + jnp.exp(0.5 * g.logvar) * eps
+  return reparameterise(g, jax.random.normal(rng, g.mean.shape, g.mean.dtype))
 
 
 def log_prob(g: DiagGaussian, z: jax.Array) -> jax.Array:

@@ -13,9 +13,10 @@ parameters the previous one produced:
 3. *discriminator*: ``-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec))``.
 
 ``log D`` is ``log(D + eps)`` with eps float32's machine epsilon, as the authors compute
-it, or exactly (``log_d="exact"``); one z_p draw is shared by the three updates. With ``reconstruction="features"`` the
-reconstruction terms are Larsen et al.'s Gaussian on a layer of D's features instead of
-the pixels. CVAE-GAN's discriminator also sees w (the authors' ``cmmagan``/``cvaegan``).
+it, or exactly (``log_d="exact"``); one z_p draw is shared by the three updates. With
+``reconstruction="features"`` the reconstruction terms are Larsen et al.'s Gaussian on a
+layer of D's features instead of the pixels. CVAE-GAN's discriminator also sees w (the
+authors' ``cmmagan``/``cvaegan``).
 """
 from __future__ import annotations
 
@@ -319,12 +320,10 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
       model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
       kl_weight)
   go = balance(model, params, batch, z_prior) if model.gan.equilibrium > 0 else None
-  updates = {"decoder": lambda p, o: decoder_update(model, optimizer.decoder, o, p, batch,
-                                                    keys[1], z_prior),
-             "discriminator": lambda p, o: discriminator_update(
-                 model, optimizer.discriminator, o, p, batch, keys[2], z_prior)}
-  for i, (player, update) in enumerate(updates.items()):
-    new, new_opt, player_terms = update(params, opt[player])
+  for i, (player, update) in enumerate((("decoder", decoder_update),
+                                        ("discriminator", discriminator_update))):
+    new, new_opt, player_terms = update(model, getattr(optimizer, player), opt[player], params,
+                                        batch, keys[1 + i], z_prior)
     if go is not None:
       new, new_opt = _kept_unless(go[i], (new, new_opt), (params, opt[player]))
       player_terms[f"gan/updates/{player}"] = go[i].astype(jnp.float32)

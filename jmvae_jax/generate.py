@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmvae_jax import distributions as D
 from jmvae_jax.errors import ConfigError
 
 
@@ -30,7 +31,7 @@ def from_attributes(model, params, w, rng, samples: int = 0):
   q = model.posterior(params, {name: w})
   means = model.generate(params, x, q.mean, {name: w})
   eps = jax.random.normal(rng, (samples, 1, model.spec.latent_dim), q.mean.dtype)
-  z = q.mean[None] + jnp.exp(0.5 * q.logvar)[None] * eps
+  z = D.reparameterise(q, eps)
   drawn = model.generate(params, x, z.reshape(-1, model.spec.latent_dim),
                          {name: jnp.tile(w, (samples, 1))})
   drawn = drawn.reshape((samples,) + means.shape)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmvae_jax import distributions as D
 from jmvae_jax.eval import loop
 from jmvae_jax.eval.classifier import hidden_features
 
@@ -43,7 +44,7 @@ def w_images(model, params, batch, index, seed):
   """x generated from each example's w, z drawn (keyed by the index) as translate draws it."""
   w = {n: batch[n] for n in model.spec.w}
   q = model.translation_posterior(params, w, model.spec.x)
-  z = q.mean + jnp.exp(0.5 * q.logvar) * _normal(_keys(seed, index, 3), model.spec.latent_dim)
+  z = D.reparameterise(q, _normal(_keys(seed, index, 3), model.spec.latent_dim))
   return model.generate(params, model.spec.x, z, w)
 
 
@@ -53,7 +54,7 @@ def _d_values(model, seed, params, batch, index, mask):
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   q = model.posterior(params, {n: batch[n] for n in model.spec.read})
-  z = q.mean + jnp.exp(0.5 * q.logvar) * _normal(_keys(seed, index, 1), model.spec.latent_dim)
+  z = D.reparameterise(q, _normal(_keys(seed, index, 1), model.spec.latent_dim))
   if model.gan.prior_noise == "uniform":
     z_p = jax.vmap(lambda k: jax.random.uniform(k, (model.spec.latent_dim,), jnp.float32,
                                                 -1.0, 1.0))(_keys(seed, index, 2))
