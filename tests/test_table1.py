@@ -172,10 +172,39 @@ def test_the_table1_command_trains_resumes_skips_and_reports(pickled, tmp_path, 
       table1.KEPT)
   # finished rows are skipped: nothing retrained or re-evaluated
   mtime = os.path.getmtime(os.path.join(root, "smoke", "jmvae_zero", "evaluation.json"))
+  timing = os.path.join(root, "smoke", "jmvae_zero", "timing.json")
+  table1._write_json(timing, dict(table1.read_json(timing), note="beside other jobs"))
   assert table1.main([f"--workdir={root}", f"--data_dir={d}", "--protocol=smoke",
                       f"--rows={rows}"]) == 0
   assert "jmvae_zero (smoke): finished, skipped" in capsys.readouterr().out
   assert os.path.getmtime(os.path.join(root, "smoke", "jmvae_zero", "evaluation.json")) == mtime
+  assert "- JMVAE-zero: beside other jobs" in open(os.path.join(root, "smoke", "table1.md")).read()
+
+
+def test_the_train_clock_survives_a_kill_and_adds_up_over_resumptions(tmp_path, monkeypatch):
+  # time is a counter this test moves: a run of 100 s whose clock beat at 90 s, then killed
+  # (no exit), then a resumed run of 30 s that exits: 90 + 30 in timing.json
+  now = [1000.0]
+  monkeypatch.setattr(table1.time, "time", lambda: now[0])
+  path = str(tmp_path / "timing.json")
+  killed = table1.TrainClock(path, every=3600)
+  now[0] += 90
+  killed.write()   # what the heartbeat thread does every `every` seconds
+  now[0] += 10     # ... then SIGKILL: __exit__ never runs
+  assert table1.read_json(path)["train_seconds"] == 90
+  with table1.TrainClock(path, every=3600):
+    now[0] += 30
+  timing = table1.read_json(path)
+  assert timing["train_seconds"] == 120 and timing["machine"] == table1.machine()
+
+
+def test_the_train_clock_beats_on_its_own(tmp_path):
+  path = str(tmp_path / "timing.json")
+  with table1.TrainClock(path, every=0.01):
+    deadline = table1.time.time() + 10
+    while table1.read_json(path) is None and table1.time.time() < deadline:
+      table1.time.sleep(0.01)
+    assert table1.read_json(path)["train_seconds"] > 0   # written while still running
 
 
 def test_the_claims_are_judged_from_the_numbers():

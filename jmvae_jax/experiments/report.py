@@ -138,6 +138,10 @@ def table1(rows: dict, protocol: str, settings: dict, drawn=()) -> str:
         f"{c.get('objective', {}).get('warmup_epochs', '')} | {e.get('k', '')} | "
         f"{e.get('prior_samples', '')} | {_minutes(t.get('train_seconds'))} | "
         f"{_minutes(t.get('eval_seconds'))} | {t.get('machine', '')} |")
+  notes = [f"- {LABELS[row]}: {r['timing']['note']}" for row, r in rows.items()
+           if r["timing"].get("note")]
+  if notes:
+    lines += ["", "Times are wall-clock and summed over a row's resumed runs.", *notes]
   found = claims(rows, protocol)
   if found:
     lines += ["", "## The paper's claims, on these numbers", "", *found]

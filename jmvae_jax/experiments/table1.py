@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 
 from jmvae_jax.experiments import report
@@ -96,9 +97,42 @@ def _write_json(path, value):
   os.replace(tmp, path)
 
 
+class TrainClock:
+  """The training wall time of a row, summed over resumptions in WORKDIR/timing.json and
+  written every ``every`` seconds while it runs, so that a run killed without warning (a
+  preempted host) loses at most that much of its time."""
+
+  def __init__(self, path: str, every: float = 60.0):
+    self.path, self.every = path, every
+    self.base = (read_json(path) or {}).get("train_seconds", 0.0)
+    self.t0 = time.time()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._beat, daemon=True)
+
+  def write(self) -> dict:
+    timing = read_json(self.path) or {}
+    timing.update(train_seconds=self.base + time.time() - self.t0, machine=machine())
+    if os.path.isdir(os.path.dirname(self.path)):
+      _write_json(self.path, timing)
+    return timing
+
+  def _beat(self):
+    while not self._stop.wait(self.every):
+      self.write()
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.write()   # an interrupted run's time counts too
+
+
 def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dict:
   """Trains (resuming) and evaluates one row unless it is finished; its evaluation.json.
-  Wall times add up over resumptions, in WORKDIR/timing.json."""
+  Wall times add up over resumptions, in WORKDIR/timing.json (TrainClock)."""
   from jmvae_jax import train
   from jmvae_jax.eval import job
   workdir = os.path.join(root, protocol, row)
@@ -108,17 +142,11 @@ def run_row(row: str, protocol: str, data_dir: str, root: str, log=print) -> dic
     return result
   config = row_config(row, protocol, data_dir)
   timing_path = os.path.join(workdir, "timing.json")
-  t0 = time.time()
-  try:
+  with TrainClock(timing_path):
     train.train_and_evaluate(config, workdir)
-  finally:   # an interrupted run's time counts too
-    if os.path.isdir(workdir):
-      timing = read_json(timing_path) or {"train_seconds": 0.0}
-      timing["train_seconds"] += time.time() - t0
-      timing["machine"] = machine()
-      _write_json(timing_path, timing)
   t0 = time.time()
   result = job.evaluate_workdir(config, workdir, log=log)
+  timing = read_json(timing_path) or {}
   timing["eval_seconds"] = time.time() - t0
   _write_json(timing_path, timing)
   log(f"{row} ({protocol}): done")
