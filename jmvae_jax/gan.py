@@ -222,7 +222,8 @@ def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
           - jnp.mean(log_not_d(d_rec, how)))
   accuracy = (jnp.mean(d_real > 0) + 0.5 * jnp.mean(d_rec < 0) + 0.5 * jnp.mean(d_prior < 0)) / 2
   return loss, {"gan/discriminator_loss": loss, "gan/d_real": jnp.mean(jax.nn.sigmoid(d_real)),
-                "gan/d_fake": jnp.mean(jax.nn.sigmoid(d_rec)), "gan/d_accuracy": accuracy}
+                "gan/d_reconstructed": jnp.mean(jax.nn.sigmoid(d_rec)),
+                "gan/d_prior": jnp.mean(jax.nn.sigmoid(d_prior)), "gan/d_accuracy": accuracy}
 
 
 # ----------------------------------------------------------------------------

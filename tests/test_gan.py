@@ -98,7 +98,7 @@ def test_the_losses_equal_a_numpy_recomputation():
   params, key = state.params, jax.random.PRNGKey(7)
   z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(8), 6, model.spec.latent_dim)
   dec, _ = gan.decoder_loss(model, params, batch, key, z_prior)
-  disc, _ = gan.discriminator_loss(model, params, batch, key, z_prior)
+  disc, terms = gan.discriminator_loss(model, params, batch, key, z_prior)
   # the same draws, the networks' outputs fetched one by one
   cond = {"attributes": batch["attributes"]}
   q = model.posterior(params, batch)
@@ -119,6 +119,9 @@ def test_the_losses_equal_a_numpy_recomputation():
                - np.mean(np.log(1 - sig(d(x_rec)) + eps)))
   np.testing.assert_allclose(float(dec), want_dec, rtol=1e-5)
   np.testing.assert_allclose(float(disc), want_disc, rtol=1e-4)
+  np.testing.assert_allclose(float(terms["gan/d_prior"]), np.mean(sig(d(x_prior))), rtol=1e-4)
+  np.testing.assert_allclose(float(terms["gan/d_reconstructed"]), np.mean(sig(d(x_rec))),
+                             rtol=1e-4)
 
 
 def test_the_discriminator_learns_a_fixed_real_batch_from_a_fixed_fake_one():
