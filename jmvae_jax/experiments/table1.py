@@ -106,15 +106,17 @@ class TrainClock:
     self.path, self.every = path, every
     self.base = (read_json(path) or {}).get("train_seconds", 0.0)
     self.t0 = time.time()
+    self._machine = None   # asked once, at the first write (a beat in, or the end): not before training sets jax up
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._beat, daemon=True)
 
-  def write(self) -> dict:
+  def write(self) -> None:
+    if not os.path.isdir(os.path.dirname(self.path)):
+      return   # no workdir yet: nothing trained
+    self._machine = self._machine or machine()
     timing = read_json(self.path) or {}
-    timing.update(train_seconds=self.base + time.time() - self.t0, machine=machine())
-    if os.path.isdir(os.path.dirname(self.path)):
-      _write_json(self.path, timing)
-    return timing
+    timing.update(train_seconds=self.base + time.time() - self.t0, machine=self._machine)
+    _write_json(self.path, timing)
 
   def _beat(self):
     while not self._stop.wait(self.every):
