@@ -106,7 +106,7 @@ class TrainClock:
     self.path, self.every = path, every
     self.base = (read_json(path) or {}).get("train_seconds", 0.0)
     self.t0 = time.time()
-    self._machine = None   # asked once, at the first write (a beat in, or the end): not before training sets jax up
+    self._machine = None   # asked at the first write, once training has set jax up
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._beat, daemon=True)
 
