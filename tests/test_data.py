@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jmvae_jax import data as data_lib
-from jmvae_jax.data import celeba as celeba_data, idx, shapes
+from jmvae_jax.data import celeba as celeba_data, idx, shapes, tfds_util
 from jmvae_jax.data import mnist as mnist_data
 from jmvae_jax.errors import ConfigError
 
@@ -708,6 +708,28 @@ def test_generate_shapes():
   np.testing.assert_array_equal(measured, attrs > 0)  # every attribute is visible
   big, _ = shapes.generate_shapes(300, 64, seed=1)
   assert big.shape == (300, 64, 64, 3)
+
+
+def test_two_runs_building_one_dataset_take_turns(tmp_path, monkeypatch):
+  cfg = dict(data_lib.default_config("shapes"), num_train=30, num_test=10, data_dir=str(tmp_path),
+             data_seed=4)
+  made = []
+  real = shapes.generate_shapes
+  monkeypatch.setattr(shapes, "generate_shapes", lambda *a: made.append(a) or real(*a))
+  other = shapes.ShapesBuilder(num_train=30, num_test=10, image_size=32, seed=4,
+                               data_dir=str(tmp_path))
+  loaded = []
+  with tfds_util.one_writer(other.data_dir):   # another run is writing the set
+    waiting = threading.Thread(target=lambda: loaded.append(_load(cfg)))
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive() and not made     # this one waits its turn ...
+    other.download_and_prepare()
+  waiting.join(60)
+  assert len(made) == 1 and len(loaded) == 1   # ... then reads what the other wrote
+  images, _ = real(40, 32, 4)
+  served = np.concatenate([b["image"][m] for b, m in loaded[0].test_batches(10)])
+  np.testing.assert_array_equal(served, images[30:] / np.float32(255))
 
 
 def test_load_shapes_through_tfds(tmp_path, monkeypatch):

@@ -4,9 +4,12 @@ to get a dataset that is not there."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import os
 import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -59,25 +62,46 @@ def _undo_on_failure(dirs: list[str]):
     raise
 
 
+@contextlib.contextmanager
+def one_writer(path: str):
+  """An exclusive lock named after ``path`` (a file in the temp dir, not in the data
+  dir), held while the body runs: two runs on this machine that build the same dataset
+  at once take turns instead of colliding in tfds's rename."""
+  key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:20]
+  locks = os.path.join(tempfile.gettempdir(), "jmvae_jax_locks")
+  os.makedirs(locks, exist_ok=True)
+  with open(os.path.join(locks, key + ".lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)   # released when the file closes
+    yield
+
+
+def _build(builder, what: str, local: bool) -> None:
+  manual_dir = getattr(builder, "_release_dir", None)
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  with _undo_on_failure(_build_dirs(builder)):  # a failed build leaves nothing behind
+    if local:
+      print(f"writing {what} as a tfds dataset in {builder.data_dir} (once: later runs "
+            "read it)", flush=True)
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(download_config=config)
+    else:
+      builder.download_and_prepare(download_config=config)
+
+
 def prepare(make_builder, what: str, local: bool = True):
   """The builder ``make_builder()`` with its tfds dataset written once. In a multi-process
   run process 0 writes it while the others wait at a barrier (they share the directory,
-  and two writers collide), then every process opens it afresh. For a ``local`` builder
-  (generated or read from files here) tfds's "Downloading and preparing" lines would
-  mislead, so they are replaced by one that says what happens; its progress bars stay."""
+  and two writers collide); separate runs on one machine take turns (:func:`one_writer`);
+  then every process opens it afresh. For a ``local`` builder (generated or read from
+  files here) tfds's "Downloading and preparing" lines would mislead, so they are
+  replaced by one that says what happens; its progress bars stay."""
   if jax.process_index() == 0:
     builder = make_builder()
     if not builder.is_prepared():
-      manual_dir = getattr(builder, "_release_dir", None)
-      config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-      with _undo_on_failure(_build_dirs(builder)):  # a failed build leaves nothing behind
-        if local:
-          print(f"writing {what} as a tfds dataset in {builder.data_dir} (once: later runs "
-                "read it)", flush=True)
-          with contextlib.redirect_stdout(io.StringIO()):
-            builder.download_and_prepare(download_config=config)
-        else:
-          builder.download_and_prepare(download_config=config)
+      with one_writer(builder.data_dir):
+        builder = make_builder()   # another run may have written it while this one waited
+        if not builder.is_prepared():
+          _build(builder, what, local)
   parallel.barrier(f"{what} prepared")
   builder = make_builder()
   if not builder.is_prepared():
