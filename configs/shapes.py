@@ -21,6 +21,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.num_test = 2_000
   c.data.image_size = 32        # S: S x S RGB images
   c.data.data_seed = 0          # the generation seed: the same data in every run
+  c.data.variation = "narrow"   # what the attributes leave free: "narrow", a little jitter
+                                # (128 tight clusters), or "wide", most of each class's range
+                                # of size, place and colour (classes blend, as faces do)
   c.model = ml_collections.ConfigDict()
   c.model.latent_dim = 16
   c.model.x = "image"

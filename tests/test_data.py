@@ -4,6 +4,7 @@ Nothing is downloaded; every expectation is recomputed independently with
 numpy from the files the tests write.
 """
 import gzip
+import itertools
 import os
 import struct
 import threading
@@ -710,6 +711,15 @@ def test_generate_shapes():
   assert big.shape == (300, 64, 64, 3)
 
 
+def _free_factors(images):
+  """Per image: the shape's area (pixels), centre column and red level, in numpy."""
+  f = images.astype(np.float64) / 255
+  cover = f.max(-1) / f.max(axis=(1, 2, 3))[:, None, None]
+  xs = np.arange(f.shape[2]) + 0.5
+  area = cover.sum((1, 2))
+  return np.stack([area, (cover * xs).sum((1, 2)) / area, f[..., 0].max(axis=(1, 2))], 1)
+
+
 def test_two_runs_building_one_dataset_take_turns(tmp_path, monkeypatch):
   cfg = dict(data_lib.default_config("shapes"), num_train=30, num_test=10, data_dir=str(tmp_path),
              data_seed=4)
@@ -730,6 +740,21 @@ def test_two_runs_building_one_dataset_take_turns(tmp_path, monkeypatch):
   images, _ = real(40, 32, 4)
   served = np.concatenate([b["image"][m] for b, m in loaded[0].test_batches(10)])
   np.testing.assert_array_equal(served, images[30:] / np.float32(255))
+
+
+def test_wide_shapes_keep_their_attributes_and_spread_the_rest():
+  narrow, attrs = shapes.generate_shapes(2000, 64, seed=5)
+  wide, wide_attrs = shapes.generate_shapes(2000, 64, seed=5, variation="wide")
+  np.testing.assert_array_equal(wide_attrs, attrs)   # the same coins, drawn first
+  np.testing.assert_array_equal(_measure_shapes(wide), wide_attrs > 0)
+  assert (wide.max(axis=(1, 2, 3)) > 0).all()        # no shape is lost off the edge
+  # Within each class of (big, right, red), each free factor spreads several times more.
+  for big, right, red in itertools.product((-1, 1), repeat=3):
+    cls = (attrs[:, 1] == big) & (attrs[:, 2] == right) & (attrs[:, 4] == red)
+    ratio = _free_factors(wide[cls]).std(0) / _free_factors(narrow[cls]).std(0)
+    assert (ratio > 2).all(), (big, right, red, ratio)
+  with pytest.raises(ValueError, match="variation"):
+    shapes.generate_shapes(2, 32, variation="broad")
 
 
 def test_load_shapes_through_tfds(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from jmvae_jax.schema import Field, int_field, path_field
 NAMES = ("shapes",)
 TFDS_NAMES = {}
 ATTRIBUTES = ("square", "big", "right", "bottom", "red", "green", "blue")
+VARIATIONS = ("narrow", "wide")
 
 
 def fields(name: str) -> dict:
@@ -35,6 +36,7 @@ def fields(name: str) -> dict:
       "num_test": int_field(2_000, 1, "an int >= 1"),
       "image_size": int_field(32, 8, "an int >= 8"),
       "data_seed": int_field(0, 0, "an int >= 0"),
+      "variation": Field("narrow", choices=VARIATIONS),
   }
 
 
@@ -51,27 +53,49 @@ def default_cache() -> str:
 def describe(c) -> str:
   return (f"{c['name']} from {c['source']} ({c['data_dir'] or default_cache()}), "
           f"{c['num_train']} train / {c['num_test']} test, "
-          f"{c['image_size']}x{c['image_size']}, data_seed={c['data_seed']}")
+          f"{c['image_size']}x{c['image_size']}, data_seed={c['data_seed']}, "
+          f"variation={c['variation']}")
 
 
-def generate_shapes(num: int, image_size: int = 32, seed: int = 0):
+def generate_shapes(num: int, image_size: int = 32, seed: int = 0, variation: str = "narrow"):
   """``num`` images of one coloured shape on black, and their attributes.
 
   Returns ``(images uint8 [num, S, S, 3], attributes int8 [num, 7] in {-1, 1})``
-  with attributes :data:`ATTRIBUTES`, each an independent fair coin:
-  square (else circle, of the same area), big (radius 0.21 S, else 0.13 S),
-  right / bottom (the centre's half of the image), red / green / blue (that
-  channel at ~0.9, else ~0.25). Centres, radii and colours carry small jitter;
-  edges are anti-aliased by 4x4 supersampling. Deterministic in ``seed``.
+  with attributes :data:`ATTRIBUTES`, each an independent fair coin: square (else
+  circle, of the same area), big, right / bottom (the centre's half of the image),
+  red / green / blue (that channel bright, else dim). ``variation`` sets what the
+  attributes leave free. ``"narrow"``: a little jitter about each class's centre
+  (radius 0.21 S or 0.13 S, +-7 %; centre 0.25 S or 0.75 S, +-0.04 S; channel 0.9 or
+  0.25, +-0.05), so the data are 128 tight clusters. ``"wide"``: the free factors
+  span most of each class's range (radius 0.18-0.25 S or 0.10-0.16 S; centre anywhere
+  that keeps the shape in its half, at most 0.45 S from the edge; channel 0.65-1 or
+  0.05-0.45), so that neighbouring classes' images blend into each other as faces do.
+  Edges are anti-aliased by 4x4 supersampling. Deterministic in ``seed``.
   """
+  if variation not in VARIATIONS:
+    raise ValueError(f"variation must be one of {VARIATIONS}, not {variation!r}")
   rng = np.random.default_rng(seed)
   bits = rng.integers(0, 2, size=(num, len(ATTRIBUTES))).astype(bool)
   square, big, right, bottom = bits[:, 0], bits[:, 1], bits[:, 2], bits[:, 3]
   s = float(image_size)
-  radius = np.where(big, 0.21, 0.13) * s * rng.uniform(0.93, 1.07, num)
-  cx = (np.where(right, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
-  cy = (np.where(bottom, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
-  colour = np.where(bits[:, 4:], 0.9, 0.25) + rng.uniform(-0.05, 0.05, (num, 3))
+  if variation == "narrow":
+    radius = np.where(big, 0.21, 0.13) * s * rng.uniform(0.93, 1.07, num)
+    cx = (np.where(right, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
+    cy = (np.where(bottom, 0.75, 0.25) + rng.uniform(-0.04, 0.04, num)) * s
+    colour = np.where(bits[:, 4:], 0.9, 0.25) + rng.uniform(-0.05, 0.05, (num, 3))
+  else:
+    r = np.where(big, rng.uniform(0.18, 0.25, num), rng.uniform(0.10, 0.16, num))
+    radius = r * s
+
+    def centre(upper):   # in the half ``upper`` says, the shape inside the image
+      u = rng.uniform(0.0, 1.0, num)
+      low = np.where(upper, 0.55, 0.05 + r)
+      high = np.where(upper, 0.95 - r, 0.45)
+      return (low + u * (high - low)) * s
+
+    cx, cy = centre(right), centre(bottom)
+    colour = np.where(bits[:, 4:], rng.uniform(0.65, 1.0, (num, 3)),
+                      rng.uniform(0.05, 0.45, (num, 3)))
   sub = (np.arange(image_size * 4) + 0.5) / 4.0  # sub-pixel centres
   images = np.empty((num, image_size, image_size, 3), np.uint8)
   for lo in range(0, num, 1024):
@@ -94,10 +118,12 @@ class ShapesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version("1.0.0")
   code_path = None  # no checksums file; also avoids tfds's unlisted importlib_resources import
 
-  def __init__(self, *, num_train: int, num_test: int, image_size: int, seed: int, **kwargs):
-    self._params = (num_train, num_test, image_size, seed)
+  def __init__(self, *, num_train: int, num_test: int, image_size: int, seed: int,
+               variation: str = "narrow", **kwargs):
+    self._params = (num_train, num_test, image_size, seed, variation)
+    wide = "" if variation == "narrow" else f"_{variation}"
     config = tfds.core.BuilderConfig(
-        name=f"n{num_train}_t{num_test}_s{image_size}_seed{seed}", version=self.VERSION)
+        name=f"n{num_train}_t{num_test}_s{image_size}_seed{seed}{wide}", version=self.VERSION)
     super().__init__(config=config, **kwargs)
 
   def _info(self):
@@ -111,8 +137,8 @@ class ShapesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    num_train, num_test, size, seed = self._params
-    images, attributes = generate_shapes(num_train + num_test, size, seed)
+    num_train, num_test, size, seed, variation = self._params
+    images, attributes = generate_shapes(num_train + num_test, size, seed, variation)
     return {"train": self._generate_examples(images[:num_train], attributes[:num_train]),
             "test": self._generate_examples(images[num_train:], attributes[num_train:])}
 
@@ -139,7 +165,7 @@ def device_batch(raw, index, words):
 def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
   builder = tfds_util.prepare(lambda: ShapesBuilder(
       num_train=c["num_train"], num_test=c["num_test"], image_size=c["image_size"],
-      seed=c["data_seed"], data_dir=c["data_dir"] or default_cache()), "the shapes set")
+      seed=c["data_seed"], variation=c["variation"], data_dir=c["data_dir"] or default_cache()), "the shapes set")
   train, test = tfds_util.as_arrays(builder, "train"), tfds_util.as_arrays(builder, "test")
   s = c["image_size"]
   modalities = {"image": ((s, s, 3), "float32"), "attributes": ((len(ATTRIBUTES),), "float32")}
