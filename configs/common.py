@@ -91,6 +91,8 @@ def gan_config(filters=(64, 128, 256, 256)) -> ml_collections.ConfigDict:
   g.equilibrium = 0.0          # Larsen et al.'s balance (their code: 0.68): D pauses while its
   g.margin = 0.35              # cost on real or prior images is under equilibrium - margin,
                                # the decoder while one is over equilibrium + margin; 0: off
+  g.instance_noise = 0.0       # sigma of N(0, sigma^2) noise added to every image D judges,
+                               # real or generated (Sonderby et al. 2016); 0: none (the authors')
   g.decoder_optim = dict(adam)         # the x decoder's optimiser
   g.discriminator_optim = dict(adam)   # the discriminator's
   return g

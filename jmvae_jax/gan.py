@@ -14,6 +14,8 @@ parameters the previous one produced:
 
 ``log D`` is ``log(D + eps)`` with eps float32's machine epsilon, as the authors compute
 it, or exactly (``log_d="exact"``); one z_p draw is shared by the three updates. With
+``instance_noise`` sigma > 0 every image D judges, real or generated, gets N(0, sigma^2)
+noise first (Sonderby et al. 2016, "instance noise"; not the authors'). With
 ``reconstruction="features"`` the reconstruction terms are Larsen et al.'s Gaussian on a
 layer of D's features instead of the pixels. CVAE-GAN's discriminator also sees w (the
 authors' ``cmmagan``/``cvaegan``).
@@ -77,6 +79,7 @@ class GanSpec:
   log_d: str = "plus_eps"     # log D as the authors' log(D + eps), or "exact"
   equilibrium: float = 0.0    # Larsen et al.'s balance (0: off)
   margin: float = 0.35
+  instance_noise: float = 0.0  # sigma of the noise on D's inputs (0: none, the authors')
   conditioned: bool = False   # D sees w too (CVAE-GAN)
   decoder_loss: Any = None        # a user's own (model, params, batch, rng, z_prior) ->
   discriminator_loss: Any = None  # (loss, terms) for those players; None: the ones below
@@ -147,6 +150,22 @@ class PlayerOptimizers:
 # The losses, pure functions of the parameters.
 # ----------------------------------------------------------------------------
 
+def judge(model: GanModel, params, x, cond, rng) -> jax.Array:
+  """D's logit [B] on images ``x`` as D is trained to see them: with ``instance_noise``
+  sigma > 0, after N(0, sigma^2) is added to every value (drawn from ``rng``), real and
+  generated images alike, so that D cannot tell them apart by a difference much smaller
+  than sigma (an exactly black background that a sigmoid decoder never reaches)."""
+  sigma = model.gan.instance_noise
+  if sigma > 0:
+    x = x + sigma * jax.random.normal(rng, x.shape, x.dtype)
+  return model.discriminate(params, x, cond)[0]
+
+
+def _noise_keys(rng, n: int):
+  """Keys for the instance noise, apart from the z draws made with ``rng``."""
+  return jax.random.split(jax.random.fold_in(rng, 0x6e6f), n)
+
+
 def log_d(logit, how: str = "plus_eps"):
   """log D, D = sigmoid(logit): ``"plus_eps"``, the authors' log(D + eps), or ``"exact"``,
   log_sigmoid(logit). The first flattens once D < eps (a logit under about -16): a
@@ -201,8 +220,9 @@ def decoder_loss(model: GanModel, params, batch, rng, z_prior):
   cond = {n: batch[n] for n in model.spec.w}
   z, x_rec, x_prior = fakes(model, params, batch, rng, z_prior)
   recon = jnp.mean(reconstruction(model, params, batch, z))
-  d_rec = model.discriminate(params, x_rec, cond)[0]
-  d_prior = model.discriminate(params, x_prior, cond)[0]
+  k_rec, k_prior = _noise_keys(rng, 2)
+  d_rec = judge(model, params, x_rec, cond, k_rec)
+  d_prior = judge(model, params, x_prior, cond, k_prior)
   how = model.gan.log_d
   loss = (-model.gan.gamma * recon - jnp.mean(log_d(d_rec, how))
           - jnp.mean(log_d(d_prior, how)))
@@ -214,9 +234,10 @@ def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   _, x_rec, x_prior = fakes(model, params, batch, rng, z_prior)
-  d_real = model.discriminate(params, batch[x], cond)[0]
-  d_rec = model.discriminate(params, x_rec, cond)[0]
-  d_prior = model.discriminate(params, x_prior, cond)[0]
+  k_rec, k_prior, k_real = _noise_keys(rng, 3)
+  d_real = judge(model, params, batch[x], cond, k_real)
+  d_rec = judge(model, params, x_rec, cond, k_rec)
+  d_prior = judge(model, params, x_prior, cond, k_prior)
   how = model.gan.log_d
   loss = (-jnp.mean(log_d(d_real, how)) - jnp.mean(log_not_d(d_prior, how))
           - jnp.mean(log_not_d(d_rec, how)))
@@ -284,7 +305,7 @@ def discriminator_update(model, optimizer, opt_state, params, batch, rng, z_prio
                  lambda p: loss(model, p, batch, rng, z_prior))
 
 
-def balance(model: GanModel, params, batch, z_prior):
+def balance(model: GanModel, params, batch, z_prior, rng):
   """Larsen et al.'s balance (their code; ``equilibrium`` 0.68, ``margin`` 0.35): from D's
   costs on real images, -E log D(x), and on prior images, -E log(1 - D(x_prior)), whether
   the decoder and D update: D pauses while either cost is under equilibrium - margin (D
@@ -292,8 +313,9 @@ def balance(model: GanModel, params, batch, z_prior):
   would pause, both update. Returns (decoder updates, D updates) as bool scalars."""
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
-  real = model.discriminate(params, batch[x], cond)[0]
-  fake = model.discriminate(params, model.generate(params, x, z_prior, cond), cond)[0]
+  k_real, k_fake = _noise_keys(rng, 2)
+  real = judge(model, params, batch[x], cond, k_real)
+  fake = judge(model, params, model.generate(params, x, z_prior, cond), cond, k_fake)
   how = model.gan.log_d
   costs = jnp.stack([-jnp.mean(log_d(real, how)), -jnp.mean(log_not_d(fake, how))])
   eq, margin = model.gan.equilibrium, model.gan.margin
@@ -320,7 +342,7 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
   params, opt["encoder"], terms = encoder_update(
       model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
       kl_weight)
-  go = balance(model, params, batch, z_prior) if model.gan.equilibrium > 0 else None
+  go = balance(model, params, batch, z_prior, keys[3]) if model.gan.equilibrium > 0 else None
   for i, (player, update) in enumerate((("decoder", decoder_update),
                                         ("discriminator", discriminator_update))):
     new, new_opt, player_terms = update(model, getattr(optimizer, player), opt[player], params,

@@ -373,7 +373,7 @@ def test_the_balance_pauses_the_player_that_is_far_ahead_or_behind():
                            ((lo + hi) / 2, hi - lo + 0.1, (True, True))):   # neither
     spec = dataclasses.replace(model.gan, equilibrium=float(eq), margin=float(margin))
     tuned = gan.GanModel(model.spec, spec)
-    got = gan.balance(tuned, state.params, batch, z_prior)
+    got = gan.balance(tuned, state.params, batch, z_prior, jax.random.PRNGKey(2))
     ahead, behind = np.any(costs < eq - margin), np.any(costs > eq + margin)
     assert (not behind or ahead, not ahead or behind) == want    # the rule, in numpy
     assert (bool(got[0]), bool(got[1])) == want, (eq, margin, costs)
@@ -409,3 +409,30 @@ def test_log_d_exact_keeps_the_gradient_that_plus_eps_loses():
   c = shapes64.get_config("smoke")
   c.gan.log_d = "exact"
   assert builder.build(c)[0].gan.log_d == "exact"
+
+
+def test_instance_noise_reaches_every_image_d_judges_and_nothing_else():
+  """With gan.instance_noise = sigma, each image D judges in the two GAN losses is the
+  clean image plus fresh N(0, sigma^2) noise: (seen - clean) has mean 0 and sd sigma,
+  uncorrelated between images; the reconstruction term does not change."""
+  sigma = 0.3
+  model, _, _, state, batch = _setup(instance_noise=sigma)
+  clean_model = _setup()[0]
+  seen, judge = [], model.discriminate
+  model.discriminate = lambda params, x, cond=None: seen.append(np.asarray(x)) or judge(
+      params, x, cond)
+  key = jax.random.PRNGKey(3)
+  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(4), 6, model.spec.latent_dim)
+  _, x_rec, x_prior = gan.fakes(model, state.params, batch, key, z_prior)
+  gan.discriminator_loss(model, state.params, batch, key, z_prior)
+  key2 = jax.random.PRNGKey(5)    # the step gives each update a key of its own
+  _, terms = gan.decoder_loss(model, state.params, batch, key2, z_prior)
+  x_rec2 = gan.fakes(model, state.params, batch, key2, z_prior)[1]
+  clean = [batch["image"], x_rec, x_prior, x_rec2, x_prior]   # D's loss, then the decoder's
+  assert len(seen) == len(clean)
+  diffs = [(s - np.asarray(c, np.float64)).ravel() for s, c in zip(seen, clean)]
+  for d in diffs:
+    assert abs(d.mean()) < 0.01 and abs(d.std() - sigma) < 0.01
+  assert np.abs(np.corrcoef(np.stack(diffs)) - np.eye(len(diffs))).max() < 0.02
+  _, clean_terms = gan.decoder_loss(clean_model, state.params, batch, key2, z_prior)
+  assert float(terms["gan/reconstruction"]) == float(clean_terms["gan/reconstruction"])

@@ -50,7 +50,7 @@ def w_images(model, params, batch, index, seed):
 
 def _d_values(model, seed, params, batch, index, mask):
   """Per example: D right about the real image, its reconstruction (z ~ q), and an image
-  from the prior noise (z_p ~ the GAN's prior noise)."""
+  from the prior noise (z_p ~ the GAN's prior noise), each with D's instance noise."""
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   q = model.posterior(params, {n: batch[n] for n in model.spec.read})
@@ -60,11 +60,16 @@ def _d_values(model, seed, params, batch, index, mask):
                                                 -1.0, 1.0))(_keys(seed, index, 2))
   else:
     z_p = _normal(_keys(seed, index, 2), model.spec.latent_dim)
-  logits = {"real": model.discriminate(params, batch[x], cond)[0],
-            "reconstructed": -model.discriminate(params, model.generate(params, x, z, cond),
-                                                 cond)[0],
-            "prior": -model.discriminate(params, model.generate(params, x, z_p, cond),
-                                         cond)[0]}
+  images = {"real": batch[x], "reconstructed": model.generate(params, x, z, cond),
+            "prior": model.generate(params, x, z_p, cond)}
+  sigma = model.gan.instance_noise   # D judges images as it was trained to see them
+  logits = {}
+  for salt, (kind, image) in enumerate(images.items(), 4):
+    if sigma > 0:
+      keys = _keys(seed, index, salt)
+      image = image + sigma * jax.vmap(lambda k: jax.random.normal(k, image.shape[1:]))(keys)
+    logit = model.discriminate(params, image, cond)[0]
+    logits[kind] = logit if kind == "real" else -logit
   return {k: jnp.where(mask > 0, (v > 0).astype(jnp.float32), 0.0) for k, v in logits.items()}
 
 
