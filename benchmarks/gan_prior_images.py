@@ -52,12 +52,14 @@ def decoder_terms(model, params, batch, z_prior) -> dict:
   rng, how = jax.random.PRNGKey(0), model.gan.log_d
   cond = {n: batch[n] for n in model.spec.w}
 
+  k_rec, k_prior = G._noise_keys(rng, 2)   # D's instance noise as the decoder's loss draws it
+
   def terms(part):
     p = G.with_player(model, params, "decoder", part)
     z, x_rec, x_prior = G.fakes(model, p, batch, rng, z_prior)
     return {"reconstruction": -model.gan.gamma * jnp.mean(G.reconstruction(model, p, batch, z)),
-            "d_reconstructed": -jnp.mean(G.log_d(model.discriminate(p, x_rec, cond)[0], how)),
-            "d_prior": -jnp.mean(G.log_d(model.discriminate(p, x_prior, cond)[0], how)),
+            "d_reconstructed": -jnp.mean(G.log_d(G.judge(model, p, x_rec, cond, k_rec), how)),
+            "d_prior": -jnp.mean(G.log_d(G.judge(model, p, x_prior, cond, k_prior), how)),
             "prior_pixel": jnp.mean(x_prior)}
 
   part = G.player_params(model, params, "decoder")
@@ -68,7 +70,7 @@ def decoder_terms(model, params, batch, z_prior) -> dict:
     out[name] = float(sum(jnp.vdot(a, -jnp.sign(b)) for a, b in
                           zip(jax.tree.leaves(pixel), jax.tree.leaves(g))))
   x_prior = G.fakes(model, params, batch, rng, z_prior)[2]
-  grad_x = jax.grad(lambda x: -jnp.mean(G.log_d(model.discriminate(params, x, cond)[0],
+  grad_x = jax.grad(lambda x: -jnp.mean(G.log_d(G.judge(model, params, x, cond, k_prior),
                                                 "exact")))(x_prior)
   dark = np.asarray(x_prior) < 0.1
   step = -np.asarray(grad_x)   # the direction that makes D call the images more real

@@ -436,3 +436,40 @@ def test_instance_noise_reaches_every_image_d_judges_and_nothing_else():
   assert np.abs(np.corrcoef(np.stack(diffs)) - np.eye(len(diffs))).max() < 0.02
   _, clean_terms = gan.decoder_loss(clean_model, state.params, batch, key2, z_prior)
   assert float(terms["gan/reconstruction"]) == float(clean_terms["gan/reconstruction"])
+
+
+def test_the_held_out_accuracy_judges_images_with_the_same_instance_noise():
+  """D's held-out accuracy (eval/gan_metrics) feeds D each real, reconstructed and prior
+  image plus fresh N(0, sigma^2) noise, as training does; with sigma 0 the clean ones."""
+  from jmvae_jax.eval import gan_metrics
+  sigma = 0.3
+  for noise in (sigma, 0.0):
+    model, _, _, state, batch = _setup(instance_noise=noise)
+    seen, judge = [], model.discriminate
+    model.discriminate = lambda params, x, cond=None: seen.append(np.asarray(x)) or judge(
+        params, x, cond)
+    index, mask = np.arange(6, dtype=np.int32), np.ones(6, np.float32)
+    gan_metrics._d_values(model, 3, state.params, batch, index, mask)
+    model.discriminate = judge
+    clean = [batch["image"]] + [np.asarray(model.generate(state.params, "image", z, {
+        "attributes": batch["attributes"]})) for z in _eval_zs(model, state.params, batch, index)]
+    diffs = [(s - np.asarray(c, np.float64)).ravel() for s, c in zip(seen, clean)]
+    assert len(diffs) == 3
+    for d in diffs:
+      if noise:
+        assert abs(d.mean()) < 0.01 and abs(d.std() - sigma) < 0.01
+      else:
+        assert np.abs(d).max() < 1e-6
+    if noise:
+      assert np.abs(np.corrcoef(np.stack(diffs)) - np.eye(3)).max() < 0.02
+
+
+def _eval_zs(model, params, batch, index):
+  """The z of gan_metrics' reconstructed and prior images, from its index-keyed draws."""
+  from jmvae_jax.eval import gan_metrics
+  dim = model.spec.latent_dim
+  q = model.posterior(params, batch)
+  z = q.mean + jnp.exp(0.5 * q.logvar) * gan_metrics._normal(gan_metrics._keys(3, index, 1), dim)
+  z_p = jax.vmap(lambda k: jax.random.uniform(k, (dim,), jnp.float32, -1.0, 1.0))(
+      gan_metrics._keys(3, index, 2))
+  return z, z_p

@@ -165,7 +165,8 @@ def device_batch(raw, index, words):
 def load(c, seed: int, process_index: int, process_count: int) -> core.Dataset:
   builder = tfds_util.prepare(lambda: ShapesBuilder(
       num_train=c["num_train"], num_test=c["num_test"], image_size=c["image_size"],
-      seed=c["data_seed"], variation=c["variation"], data_dir=c["data_dir"] or default_cache()), "the shapes set")
+      seed=c["data_seed"], variation=c["variation"],
+      data_dir=c["data_dir"] or default_cache()), "the shapes set")
   train, test = tfds_util.as_arrays(builder, "train"), tfds_util.as_arrays(builder, "test")
   s = c["image_size"]
   modalities = {"image": ((s, s, 3), "float32"), "attributes": ((len(ATTRIBUTES),), "float32")}
