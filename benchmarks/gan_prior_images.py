@@ -112,8 +112,8 @@ def main():
         out["posterior_mean_spread"])
   if hasattr(model, "gan"):
     from jmvae_jax import gan as G
-    z_prior = G.prior_noise(model.gan, jax.random.PRNGKey(1), min(n, 100), dim)
     small = {k: v[:100] for k, v in batch.items()}
+    z_prior = G.prior_noise(model, params, small, jax.random.PRNGKey(1))
     out["decoder_terms"] = decoder_terms(model, params, small, z_prior)
     print("change of the prior images' mean pixel under one sign step of each decoder term:",
           {k: float(f"{v:.3g}") for k, v in out["decoder_terms"].items()})

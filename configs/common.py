@@ -80,6 +80,7 @@ def gan_config(filters=(64, 128, 256, 256)) -> ml_collections.ConfigDict:
   g = ml_collections.ConfigDict()
   g.gamma = 1.0                # the weight of the reconstruction in the decoder's loss
   g.prior_noise = "uniform"    # z for x_prior: "uniform" U(-1, 1) (the authors') | "normal"
+                               # | "from_w": q(z|w) of the example's w (not the authors')
   g.reconstruction = "pixel"   # "pixel": x's likelihood (the authors') | "features": a
                                # Gaussian on D's features (Larsen et al. 2015)
   g.feature_layer = 2          # with "features": D's layer (0-3: its convolutions, 4: dense)

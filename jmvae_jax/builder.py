@@ -36,6 +36,11 @@ def _gan_model(spec, c, objective):
                       f"which must be an image of network 'conv64'; "
                       f"config.model.modalities.{x.name}.network is {x.network!r}")
   g = c.gan
+  if g.prior_noise == "from_w" and not (objective.gan == "conditioned" or any(
+      set(spec.w) <= set(e) for e in spec.encoders)):
+    raise ConfigError(f"config.gan.prior_noise='from_w' draws z from q(z|w), but "
+                      f"{objective.name!r} has no encoder of {list(spec.w)} nor a decoder "
+                      f"conditioned on it; use 'uniform' or 'normal'")
   fn = objective.fn
   return gan.GanModel(spec, gan.GanSpec(
       filters=tuple(g.filters), dense=g.dense, gamma=g.gamma, prior_noise=g.prior_noise,

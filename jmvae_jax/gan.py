@@ -9,7 +9,8 @@ parameters the previous one produced:
    JMVAE-kl's loss with the warm-up on the prior KL;
 2. *decoder* (x's decoder alone): ``-gamma E log p(x|z) - E log D(x_rec) - E log D(x_prior)``,
    x_rec decoded from z ~ q (the encoder that sees x: q(z|x,w), or q(z|x) for VAE-GAN),
-   x_prior from z_p ~ the prior noise (U(-1, 1), the authors', or N(0, I));
+   x_prior from z_p ~ the prior noise (U(-1, 1), the authors', or N(0, I), or, not the
+   authors', z drawn from each example's w as the w -> x translation draws it: q(z|w));
 3. *discriminator*: ``-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec))``.
 
 ``log D`` is ``log(D + eps)`` with eps float32's machine epsilon, as the authors compute
@@ -38,7 +39,7 @@ from jmvae_jax.networks import StrideTwoConv
 
 EPS = float(np.finfo(np.float32).eps)
 PLAYERS = ("encoder", "decoder", "discriminator")
-PRIOR_NOISES = ("uniform", "normal")
+PRIOR_NOISES = ("uniform", "normal", "from_w")
 RECONSTRUCTIONS = ("pixel", "features")
 
 
@@ -182,10 +183,20 @@ def log_not_d(logit, how: str = "plus_eps"):
   return jnp.log(1.0 - jax.nn.sigmoid(logit) + EPS)
 
 
-def prior_noise(gan: GanSpec, rng, batch_size: int, latent_dim: int):
-  if gan.prior_noise == "uniform":
-    return jax.random.uniform(rng, (batch_size, latent_dim), jnp.float32, -1.0, 1.0)
-  return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
+def prior_noise(model: GanModel, params, batch, rng):
+  """z_p [B, latent] for x_prior: U(-1, 1) ("uniform"), N(0, I) ("normal"), or
+  ("from_w") one draw from the z distribution of each example's w -> x translation
+  (``Model.translation_posterior``: q(z|w), or N(0, I) for a decoder conditioned on w),
+  so that D and the decoder work on the images that attributes -> image generation makes."""
+  shape = (batch[model.spec.x].shape[0], model.spec.latent_dim)
+  if model.gan.prior_noise == "uniform":
+    return jax.random.uniform(rng, shape, jnp.float32, -1.0, 1.0)
+  eps = jax.random.normal(rng, shape, jnp.float32)
+  if model.gan.prior_noise == "normal":
+    return eps
+  w = {n: batch[n] for n in model.spec.w}
+  q = model.translation_posterior(params, w, model.spec.x)
+  return jax.lax.stop_gradient(D.reparameterise(q, eps))
 
 
 def _recon_posterior(model: Model, params, batch):
@@ -336,12 +347,11 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
   ``equilibrium`` > 0, :func:`balance` (at the parameters the decoder update starts from)
   may pause the decoder or D for this step."""
   keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
-  x = model.spec.x
-  z_prior = prior_noise(model.gan, keys[3], batch[x].shape[0], model.spec.latent_dim)
   opt = dict(state.opt_state)
   params, opt["encoder"], terms = encoder_update(
       model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
       kl_weight)
+  z_prior = prior_noise(model, params, batch, keys[3])   # "from_w": the updated encoders
   go = balance(model, params, batch, z_prior, keys[3]) if model.gan.equilibrium > 0 else None
   for i, (player, update) in enumerate((("decoder", decoder_update),
                                         ("discriminator", discriminator_update))):

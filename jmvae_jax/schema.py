@@ -117,7 +117,7 @@ EVAL = {
 }
 GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "gamma": number_field(1.0, lambda v: v >= 0, ">= 0"),
-    "prior_noise": Field("uniform", choices=("uniform", "normal")),
+    "prior_noise": Field("uniform", choices=("uniform", "normal", "from_w")),
     "reconstruction": Field("pixel", choices=("pixel", "features")),
     "feature_layer": int_field(2, 0, "an int >= 0"),
     "filters": ints_field((64, 128, 256, 256)),

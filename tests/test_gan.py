@@ -42,20 +42,24 @@ def _owner(model, path):
   return "decoder" if path.startswith(f"['decoder']['{model.spec.x}']") else "encoder"
 
 
-@pytest.mark.parametrize("objective", ["jmvae_gan", "cvae_gan"])
-def test_each_update_moves_its_own_player_and_the_step_makes_them_in_order(objective):
+@pytest.mark.parametrize("objective,prior_noise", [("jmvae_gan", "uniform"),
+                                                   ("cvae_gan", "uniform"),
+                                                   ("jmvae_gan", "from_w")])
+def test_each_update_moves_its_own_player_and_the_step_makes_them_in_order(objective,
+                                                                            prior_noise):
   """Encoder, decoder, discriminator: each update changes its player's parameters and no
-  other's, bit for bit; the step is the three in order, each from the last one's."""
-  model, loss_fn, opt, state, batch = _setup(objective)
+  other's, bit for bit; the step is the three in order, each from the last one's (the
+  prior noise from_w drawn from the encoders the first update left)."""
+  model, loss_fn, opt, state, batch = _setup(objective, prior_noise=prior_noise)
   rng = jax.random.PRNGKey(11)
 
   @jax.jit
   def chain(state):
     keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
-    z_prior = gan.prior_noise(model.gan, keys[3], 6, model.spec.latent_dim)
     o = state.opt_state
     p1, _, _ = gan.encoder_update(model, loss_fn, opt.encoder, o["encoder"], state.params,
                                   batch, keys[0], 0.5)
+    z_prior = gan.prior_noise(model, p1, batch, keys[3])
     p2, _, _ = gan.decoder_update(model, opt.decoder, o["decoder"], p1, batch, keys[1], z_prior)
     p3, _, _ = gan.discriminator_update(model, opt.discriminator, o["discriminator"], p2,
                                         batch, keys[2], z_prior)
@@ -96,7 +100,7 @@ def test_the_losses_equal_a_numpy_recomputation():
   recomputed in float64 numpy."""
   model, loss_fn, _, state, batch = _setup()
   params, key = state.params, jax.random.PRNGKey(7)
-  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(8), 6, model.spec.latent_dim)
+  z_prior = gan.prior_noise(model, state.params, batch, jax.random.PRNGKey(8))
   dec, _ = gan.decoder_loss(model, params, batch, key, z_prior)
   disc, terms = gan.discriminator_loss(model, params, batch, key, z_prior)
   # the same draws, the networks' outputs fetched one by one
@@ -198,6 +202,8 @@ def test_a_gan_run_resumed_halfway_ends_as_one_that_was_not(tmp_path):
     ("feature_layer", 5, r"config.gan.feature_layer=5 is not a layer of the discriminator; "
                          r"allowed: 0-4"),
     ("prior_noise", "cauchy", r"config.gan.prior_noise='cauchy' is not valid"),
+    ("vae_gan", "from_w", r"config.gan.prior_noise='from_w' draws z from q\(z\|w\), but "
+                          r"'vae_gan' has no encoder of \['attributes'\]"),
     ("decoder_optim", {"learning_rate": -1.0}, r"config.gan.decoder_optim.learning_rate=-1.0"),
 ])
 def test_bad_gan_configs_are_one_line_naming_the_field(field, value, message):
@@ -205,11 +211,43 @@ def test_bad_gan_configs_are_one_line_naming_the_field(field, value, message):
   if field == "network":
     c.model.modalities.image = dict(likelihood="bernoulli", shape=(64, 64, 3), hidden=(8,),
                                     decoder_hidden=(8,))
+  elif field == "vae_gan":
+    c.objective.name, c.gan.prior_noise = field, value
   else:
     c.gan[field] = value
   with pytest.raises(ConfigError, match=message) as e:
     builder.build(c)
   assert "\n" not in str(e.value)
+
+
+def test_the_prior_noise_draws():
+  """U(-1, 1) and N(0, I) from the key; from_w: mean + sd * the same normal draw, read
+  from q(z|w) of each example's attributes (JMVAE-GAN), and N(0, I) itself for CVAE-GAN,
+  whose decoder is conditioned on w; the evaluation's draw keyed per example likewise."""
+  from jmvae_jax.eval import gan_metrics
+  key = jax.random.PRNGKey(9)
+  eps = np.asarray(jax.random.normal(key, (6, 4)))
+  for objective, noise in (("jmvae_gan", "uniform"), ("jmvae_gan", "normal"),
+                           ("jmvae_gan", "from_w"), ("cvae_gan", "from_w")):
+    model, _, _, state, batch = _setup(objective, prior_noise=noise)
+    assert model.spec.latent_dim == 4
+    z = np.asarray(gan.prior_noise(model, state.params, batch, key))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(np.arange(6))
+    z_eval = np.asarray(gan_metrics._prior_noise(model, state.params, batch, keys))
+    each = np.stack([np.asarray(jax.random.normal(k, (4,))) for k in keys])
+    if noise == "uniform":
+      want = np.asarray(jax.random.uniform(key, (6, 4), minval=-1.0, maxval=1.0))
+      want_eval = np.stack([np.asarray(jax.random.uniform(k, (4,), minval=-1.0, maxval=1.0))
+                            for k in keys])
+    elif objective == "jmvae_gan" and noise == "from_w":
+      enc = model.encode(state.params, ("attributes",), {"attributes": batch["attributes"]})
+      mean, sd = np.asarray(enc.mean), np.exp(0.5 * np.asarray(enc.logvar))
+      want, want_eval = mean + sd * eps, mean + sd * each
+      assert np.abs(mean).max() > 1e-3   # not N(0, I) by accident
+    else:
+      want, want_eval = eps, each
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z_eval, want_eval, rtol=1e-5, atol=1e-6)
 
 
 def _sym_sqrt(a):
@@ -356,7 +394,7 @@ def test_the_balance_pauses_the_player_that_is_far_ahead_or_behind():
   settings that pause D, pause the decoder, and would pause both (then neither pauses);
   in a step with D paused its parameters and optimiser state stay bit for bit."""
   model, loss_fn, opt, state, batch = _setup(equilibrium=1.0)
-  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(5), 6, model.spec.latent_dim)
+  z_prior = gan.prior_noise(model, state.params, batch, jax.random.PRNGKey(5))
   cond = {"attributes": batch["attributes"]}
   sig = lambda a: 1 / (1 + np.exp(-np.asarray(a, np.float64)))
   eps = np.finfo(np.float32).eps
@@ -422,7 +460,7 @@ def test_instance_noise_reaches_every_image_d_judges_and_nothing_else():
   model.discriminate = lambda params, x, cond=None: seen.append(np.asarray(x)) or judge(
       params, x, cond)
   key = jax.random.PRNGKey(3)
-  z_prior = gan.prior_noise(model.gan, jax.random.PRNGKey(4), 6, model.spec.latent_dim)
+  z_prior = gan.prior_noise(model, state.params, batch, jax.random.PRNGKey(4))
   _, x_rec, x_prior = gan.fakes(model, state.params, batch, key, z_prior)
   gan.discriminator_loss(model, state.params, batch, key, z_prior)
   key2 = jax.random.PRNGKey(5)    # the step gives each update a key of its own

@@ -48,18 +48,26 @@ def w_images(model, params, batch, index, seed):
   return model.generate(params, model.spec.x, z, w)
 
 
+def _prior_noise(model, params, batch, keys):
+  """The GAN's prior noise (``gan.prior_noise``), one draw per example from its key."""
+  dim = model.spec.latent_dim
+  if model.gan.prior_noise == "uniform":
+    return jax.vmap(lambda k: jax.random.uniform(k, (dim,), jnp.float32, -1.0, 1.0))(keys)
+  eps = _normal(keys, dim)
+  if model.gan.prior_noise == "normal":
+    return eps
+  w = {n: batch[n] for n in model.spec.w}
+  return D.reparameterise(model.translation_posterior(params, w, model.spec.x), eps)
+
+
 def _d_values(model, seed, params, batch, index, mask):
   """Per example: D right about the real image, its reconstruction (z ~ q), and an image
-  from the prior noise (z_p ~ the GAN's prior noise), each with D's instance noise."""
+  from the prior noise (z_p as the GAN draws it), each with D's instance noise."""
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   q = model.posterior(params, {n: batch[n] for n in model.spec.read})
   z = D.reparameterise(q, _normal(_keys(seed, index, 1), model.spec.latent_dim))
-  if model.gan.prior_noise == "uniform":
-    z_p = jax.vmap(lambda k: jax.random.uniform(k, (model.spec.latent_dim,), jnp.float32,
-                                                -1.0, 1.0))(_keys(seed, index, 2))
-  else:
-    z_p = _normal(_keys(seed, index, 2), model.spec.latent_dim)
+  z_p = _prior_noise(model, params, batch, _keys(seed, index, 2))
   images = {"real": batch[x], "reconstructed": model.generate(params, x, z, cond),
             "prior": model.generate(params, x, z_p, cond)}
   sigma = model.gan.instance_noise   # D judges images as it was trained to see them
