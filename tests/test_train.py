@@ -399,7 +399,17 @@ def test_a_non_finite_estimate_is_an_error_not_a_result(tmp_path):
   assert not (tmp_path / "other").exists()
 
 
-def test_ctrl_c_inside_a_save_lets_it_finish_then_stops_there(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_heard():
+  """SIGINT as a terminal gives it to Python: the suite run as a background job ("make
+  test &") starts with SIGINT ignored, which the run rightly leaves ignored."""
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_inside_a_save_lets_it_finish_then_stops_there(tmp_path, monkeypatch, capsys,
+                                                               ctrl_c_heard):
   """Ctrl-C twice inside Orbax's save (sent from within it): the save completes, the run
   stops right after it (KeyboardInterrupt), the checkpoint verifies, nothing
   half-written is left, and the same command resumes from it."""
@@ -480,7 +490,7 @@ def test_sigterm_saves_the_step_in_flight_and_the_rerun_ends_bit_identical(strai
     np.testing.assert_array_equal(a, np.asarray(b))
 
 
-def test_stop_requests_take_the_first_ctrl_c_as_a_request_and_the_second_at_once():
+def test_stop_requests_take_the_first_ctrl_c_as_a_request_and_the_second_at_once(ctrl_c_heard):
   from jmvae_jax import preemption
   before = signal.getsignal(signal.SIGINT)
   with preemption.StopRequests() as stops:
