@@ -36,13 +36,8 @@ def _gan_model(spec, c, objective):
                       f"which must be an image of network 'conv64'; "
                       f"config.model.modalities.{x.name}.network is {x.network!r}")
   g = c.gan
-  if g.prior_noise == "from_w" and not (objective.gan == "conditioned" or any(
-      set(spec.w) <= set(e) for e in spec.encoders)):
-    raise ConfigError(f"config.gan.prior_noise='from_w' draws z from q(z|w), but "
-                      f"{objective.name!r} has no encoder of {list(spec.w)} nor a decoder "
-                      f"conditioned on it; use 'uniform' or 'normal'")
   fn = objective.fn
-  return gan.GanModel(spec, gan.GanSpec(
+  model = gan.GanModel(spec, gan.GanSpec(
       filters=tuple(g.filters), dense=g.dense, gamma=g.gamma, prior_noise=g.prior_noise,
       reconstruction=g.reconstruction, feature_layer=g.feature_layer,
       log_d=g.log_d, equilibrium=g.equilibrium, margin=g.margin,
@@ -50,6 +45,14 @@ def _gan_model(spec, c, objective):
       conditioned=objective.gan == "conditioned",
       decoder_loss=getattr(fn, "decoder_loss", None),
       discriminator_loss=getattr(fn, "discriminator_loss", None)))
+  if g.prior_noise == "from_w" and not set(spec.w) <= set(model.conditions[spec.x]):
+    try:   # the encoder that w -> x translation (and so prior_noise) reads w with
+      model.posterior_encoder(spec.w)
+    except ConfigError:
+      raise ConfigError(f"config.gan.prior_noise='from_w' draws z from q(z|w), but "
+                        f"{objective.name!r} has no encoder of {list(spec.w)} nor a decoder "
+                        f"conditioned on it; use 'uniform' or 'normal'") from None
+  return model
 
 
 def check_loss(model, loss_fn, params, modalities: dict, batch_size: int, name: str) -> None:

@@ -196,7 +196,7 @@ def prior_noise(model: GanModel, params, batch, rng):
     return eps
   w = {n: batch[n] for n in model.spec.w}
   q = model.translation_posterior(params, w, model.spec.x)
-  return jax.lax.stop_gradient(D.reparameterise(q, eps))
+  return D.reparameterise(q, eps)
 
 
 def _recon_posterior(model: Model, params, batch):

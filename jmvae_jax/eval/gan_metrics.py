@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmvae_jax import distributions as D
+from jmvae_jax import gan
 from jmvae_jax.eval import loop
 from jmvae_jax.eval.classifier import hidden_features
 
@@ -50,14 +51,8 @@ def w_images(model, params, batch, index, seed):
 
 def _prior_noise(model, params, batch, keys):
   """The GAN's prior noise (``gan.prior_noise``), one draw per example from its key."""
-  dim = model.spec.latent_dim
-  if model.gan.prior_noise == "uniform":
-    return jax.vmap(lambda k: jax.random.uniform(k, (dim,), jnp.float32, -1.0, 1.0))(keys)
-  eps = _normal(keys, dim)
-  if model.gan.prior_noise == "normal":
-    return eps
-  w = {n: batch[n] for n in model.spec.w}
-  return D.reparameterise(model.translation_posterior(params, w, model.spec.x), eps)
+  one = lambda k, b: gan.prior_noise(model, params, jax.tree.map(lambda v: v[None], b), k)[0]
+  return jax.vmap(one)(keys, batch)
 
 
 def _d_values(model, seed, params, batch, index, mask):
