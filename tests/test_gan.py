@@ -1,5 +1,6 @@
 """The GAN objectives: who each update moves, the losses against numpy, a discriminator
 that learns, the step's order, resuming, and bad input."""
+import dataclasses
 import os
 import shutil
 
@@ -511,3 +512,39 @@ def _eval_zs(model, params, batch, index):
   z_p = jax.vmap(lambda k: jax.random.uniform(k, (dim,), jnp.float32, -1.0, 1.0))(
       gan_metrics._keys(3, index, 2))
   return z, z_p
+
+
+def test_with_the_reconstruction_alone_the_decoder_moves_as_in_jmvae_kls_step():
+  """A second code path for the decoder player's update: with its loss the reconstruction
+  alone and plain SGD, it moves x's decoder exactly as one JMVAE-kl step (one optimiser on
+  every network, no GAN code) moves it from the same parameters and the same z draw."""
+  model, _, _, state, batch = _setup()
+  c = shapes64.get_config("smoke")
+  c.objective.name = "jmvae_kl"
+  kl_model, kl_loss = builder.build(c)
+  params = {k: v for k, v in state.params.items() if k != "discriminator"}
+  sgd = optax.sgd(0.1)
+  rng = jax.random.PRNGKey(3)
+  kl_state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=sgd.init(params))
+  kl_new, _ = train.train_step(kl_state, batch, rng, 0.5, model=kl_model, loss_fn=kl_loss,
+                               optimizer=sgd)
+
+  def reconstruction_alone(model, params, batch, rng, z_prior):
+    z, _, _ = gan.fakes(model, params, batch, rng, z_prior)
+    recon = jnp.mean(gan.reconstruction(model, params, batch, z))
+    return -recon, {}
+
+  recon_model = gan.GanModel(model.spec, dataclasses.replace(model.gan,
+                                                             decoder_loss=reconstruction_alone))
+  part = gan.player_params(model, state.params, "decoder")
+  z_prior = gan.prior_noise(model, state.params, batch, jax.random.PRNGKey(4))
+  gan_new, _, _ = gan.decoder_update(recon_model, sgd, sgd.init(part), state.params, batch,
+                                     jax.random.fold_in(rng, 0), z_prior)
+  before = _leaves(part)
+  want, got = _leaves(kl_new.params["decoder"]["image"]), _leaves(gan_new["decoder"]["image"])
+  assert set(want) == set(got) == set(before)
+  for k in want:
+    assert not np.array_equal(got[k], before[k]), k
+    np.testing.assert_allclose(got[k] - before[k], want[k] - before[k], rtol=1e-4,
+                               atol=1e-6 * np.abs(want[k] - before[k]).max(), err_msg=k)
