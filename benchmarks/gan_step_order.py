@@ -42,13 +42,6 @@ flags.DEFINE_integer("steps", 1500, "Training steps of each.")
 flags.DEFINE_integer("every", 100, "Steps per printed mean.")
 
 
-def reconstruction_alone(model, params, batch, rng, z_prior):
-  """The decoder's loss without the adversarial terms: -E log p(x|z), z ~ q(z|x, w)."""
-  z, _, _ = gan.fakes(model, params, batch, rng, z_prior)
-  recon = jnp.mean(gan.reconstruction(model, params, batch, z))
-  return -recon, {}
-
-
 def discriminator_idle(model, params, batch, rng, z_prior):
   """A zero loss: the discriminator's parameters stay where they are."""
   return 0.0 * sum(jnp.sum(a) for a in jax.tree.leaves(params["discriminator"])), {}
@@ -56,7 +49,6 @@ def discriminator_idle(model, params, batch, rng, z_prior):
 
 def config(base, objective: str):
   c = copy.deepcopy(base)
-  c.unlock()
   c.objective.name = objective
   c.gan.decoder_optim = dict(c.optim)
   return schema.check(c)
@@ -71,7 +63,7 @@ def states(base, rng):
   weights = jax.tree.map(np.asarray, kl_state.params)   # a copy: the kl step donates its own
   gan_cfg = config(base, "jmvae_gan")
   model, loss = builder.from_checked(gan_cfg)
-  model.gan = dataclasses.replace(model.gan, decoder_loss=reconstruction_alone,
+  model.gan = dataclasses.replace(model.gan, decoder_loss=gan.reconstruction_loss,
                                   discriminator_loss=discriminator_idle)
   opt = train.make_optimizers(gan_cfg, model)
   params = dict(model.init(rng), **jax.tree.map(jnp.asarray, weights))

@@ -240,6 +240,16 @@ def decoder_loss(model: GanModel, params, batch, rng, z_prior):
   return loss, {"gan/decoder_loss": loss, "gan/reconstruction": recon}
 
 
+def reconstruction_loss(model: GanModel, params, batch, rng, z_prior):
+  """The decoder's loss with the adversarial terms taken out, -E log p(x|z) at z ~ q: a
+  control, set as ``GanSpec.decoder_loss``, that leaves the three-update step JMVAE's own
+  bound in the authors' order (benchmarks/gan_step_order.py)."""
+  del z_prior
+  z = D.sample(rng, _recon_posterior(model, params, batch))
+  recon = jnp.mean(reconstruction(model, params, batch, z))
+  return -recon, {"gan/reconstruction": recon}
+
+
 def discriminator_loss(model: GanModel, params, batch, rng, z_prior):
   """-E log D(x) - E log(1 - D(x_prior)) - E log(1 - D(x_rec)); (loss, terms)."""
   x = model.spec.x

@@ -516,8 +516,9 @@ def _eval_zs(model, params, batch, index):
 
 def test_with_the_reconstruction_alone_the_decoder_moves_as_in_jmvae_kls_step():
   """A second code path for the decoder player's update: with its loss the reconstruction
-  alone and plain SGD, it moves x's decoder exactly as one JMVAE-kl step (one optimiser on
-  every network, no GAN code) moves it from the same parameters and the same z draw."""
+  alone (``gan.reconstruction_loss``) and plain SGD, it moves x's decoder exactly as one
+  JMVAE-kl step (one optimiser on every network, no GAN code) moves it from the same
+  parameters and the same z draw."""
   model, _, _, state, batch = _setup()
   c = shapes64.get_config("smoke")
   c.objective.name = "jmvae_kl"
@@ -530,13 +531,8 @@ def test_with_the_reconstruction_alone_the_decoder_moves_as_in_jmvae_kls_step():
   kl_new, _ = train.train_step(kl_state, batch, rng, 0.5, model=kl_model, loss_fn=kl_loss,
                                optimizer=sgd)
 
-  def reconstruction_alone(model, params, batch, rng, z_prior):
-    z, _, _ = gan.fakes(model, params, batch, rng, z_prior)
-    recon = jnp.mean(gan.reconstruction(model, params, batch, z))
-    return -recon, {}
-
-  recon_model = gan.GanModel(model.spec, dataclasses.replace(model.gan,
-                                                             decoder_loss=reconstruction_alone))
+  recon_model = gan.GanModel(model.spec, dataclasses.replace(
+      model.gan, decoder_loss=gan.reconstruction_loss))
   part = gan.player_params(model, state.params, "decoder")
   z_prior = gan.prior_noise(model, state.params, batch, jax.random.PRNGKey(4))
   gan_new, _, _ = gan.decoder_update(recon_model, sgd, sgd.init(part), state.params, batch,
