@@ -2,7 +2,7 @@
 does updating x's decoder after the encoders (the authors' order, gan.py) by itself change
 how fast the image is learned?
 
-  .venv/bin/python benchmarks/gan_step_order.py --steps=1500 \
+  .venv/bin/python benchmarks/gan_step_order.py --steps=1500 [--seeds=3] \
       [--config.data.data_dir=DIR] [--config.FIELD=VALUE ...]   # e.g. smaller networks
 
 Trains, in one process, from the same initial weights on the same batches of
@@ -13,8 +13,12 @@ configs/shapes64.py:
   encoders (and w's decoder) step on JMVAE-kl's loss, then x's decoder steps on the
   reconstruction at a fresh z from the updated encoder.
 Both use the config's optimiser settings (``config.gan.decoder_optim`` is set to
-``config.optim`` for the comparison). Prints the training recon/image of each, averaged over
-every ``--every`` steps, and a last JSON line.
+``config.optim`` for the comparison). Each is trained ``--seeds`` times, with other draws of
+z (the step's key) and the same weights and batches, so that a difference between the two
+orders can be told from the spread of one order over its draws. Prints the training
+recon/image of each run, averaged over every ``--every`` steps, and a last JSON line with,
+per window, whether every sequential run is behind every joint one ("behind"), ahead of
+every one ("ahead"), or the two ranges overlap.
 """
 import copy
 import dataclasses
@@ -40,6 +44,7 @@ config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "shapes6
                                 "The set-up of both runs.", lock_config=True)
 flags.DEFINE_integer("steps", 1500, "Training steps of each.")
 flags.DEFINE_integer("every", 100, "Steps per printed mean.")
+flags.DEFINE_integer("seeds", 2, "Runs of each order, each with its own draws of z.")
 
 
 def discriminator_idle(model, params, batch, rng, z_prior):
@@ -55,7 +60,8 @@ def config(base, objective: str):
 
 
 def states(base, rng):
-  """{name: (state, jitted step)}, both from the same encoders' and decoders' weights."""
+  """{order: (state, jitted step)}, both from the same encoders' and decoders' weights
+  (the same ``rng``: the same weights every call)."""
   kl_cfg = config(base, "jmvae_kl")
   kl_model, kl_loss = builder.from_checked(kl_cfg)
   kl_opt = train.make_optimizers(kl_cfg, kl_model)
@@ -73,39 +79,55 @@ def states(base, rng):
                   "sequential": (seq_state, train.jit_train_step(model, loss, opt))}
 
 
+def verdict(joint: list[float], sequential: list[float]) -> str:
+  """How one window's sequential runs stand against its joint ones (higher is better)."""
+  if max(sequential) < min(joint):
+    return "behind"
+  return "ahead" if min(sequential) > max(joint) else "overlap"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --steps, --every, "
-                         "--config and --config.SECTION.FIELD=VALUE")
+                         "--seeds, --config and --config.SECTION.FIELD=VALUE")
   args = flags.FLAGS
+  if args.seeds < 1 or args.every < 1 or args.steps < args.every:
+    raise app.UsageError("--seeds and --every must be at least 1, --steps at least --every")
   rng = jax.random.PRNGKey(args.config.seed)
-  c, runs = states(args.config, jax.random.split(rng, 3)[0])
+  runs, steps = {}, {}
+  for seed in range(args.seeds):   # a state of each order per seed; one compiled step each
+    c, pair = states(args.config, jax.random.split(rng, 3)[0])
+    key = jax.random.fold_in(jax.random.split(rng, 3)[1], seed)
+    for order, (state, fn) in pair.items():
+      runs[(order, seed)] = (state, steps.setdefault(order, fn), key)
   data = data_lib.load(c.data, c.seed)
   per_epoch = data.steps_per_epoch(c.train.batch_size)
-  step_rng = jax.random.split(rng, 3)[1]
-  seen = {name: [] for name in runs}
+  seen = {run: [] for run in runs}
   rows, step, start = [], 0, time.time()
   while step < args.steps:
     for batch in data.train_batches(step // per_epoch, c.train.batch_size):
       weight = np.float32(builder.kl_weight(step / per_epoch, c.objective.warmup_epochs))
-      for name, (state, fn) in runs.items():
-        state, terms = fn(state, batch, step_rng, weight)
-        runs[name] = (state, fn)
-        seen[name].append(terms["recon/image"])
+      for run, (state, fn, key) in runs.items():
+        state, terms = fn(state, batch, key, weight)
+        runs[run] = (state, fn, key)
+        seen[run].append(terms["recon/image"])
       step += 1
       if step % args.every == 0:
-        row = {"step": step, **{n: float(np.mean([float(v) for v in seen[n][-args.every:]]))
-                                for n in runs}}
+        means = {run: float(np.mean([float(v) for v in seen[run][-args.every:]]))
+                 for run in runs}
+        row = {"step": step, **{order: [means[(order, s)] for s in range(args.seeds)]
+                                for order in ("joint", "sequential")}}
+        row["verdict"] = verdict(row["joint"], row["sequential"])
         rows.append(row)
-        print(f"step {step}: recon/image " + ", ".join(f"{n} {row[n]:.1f}" for n in runs)
-              + f" ({time.time() - start:.0f} s)", flush=True)
+        print(f"step {step}: recon/image " + "; ".join(
+            f"{order} " + ", ".join(f"{v:.1f}" for v in row[order])
+            for order in ("joint", "sequential")) + f": {row['verdict']} "
+            f"({time.time() - start:.0f} s)", flush=True)
       if step >= args.steps:
         break
-  behind = [r["joint"] - r["sequential"] for r in rows]
-  print(json.dumps({"machine": machine(), "command": command(), "rows": rows,
-                    "sequential_behind_by": {"mean": float(np.mean(behind)),
-                                             "rows_behind": sum(b > 0 for b in behind),
-                                             "rows": len(behind)}}))
+  count = {v: sum(r["verdict"] == v for r in rows) for v in ("behind", "overlap", "ahead")}
+  print(json.dumps({"machine": machine(), "command": command(), "seeds": args.seeds,
+                    "rows": rows, "windows": count}))
 
 
 if __name__ == "__main__":
