@@ -60,8 +60,7 @@ def config(base, objective: str):
 
 
 def states(base, rng):
-  """{order: (state, jitted step)}, both from the same encoders' and decoders' weights
-  (the same ``rng``: the same weights every call)."""
+  """{order: (state, jitted step)}, both from the same encoders' and decoders' weights."""
   kl_cfg = config(base, "jmvae_kl")
   kl_model, kl_loss = builder.from_checked(kl_cfg)
   kl_opt = train.make_optimizers(kl_cfg, kl_model)
@@ -94,12 +93,10 @@ def main(argv):
   if args.seeds < 1 or args.every < 1 or args.steps < args.every:
     raise app.UsageError("--seeds and --every must be at least 1, --steps at least --every")
   rng = jax.random.PRNGKey(args.config.seed)
-  runs, steps = {}, {}
-  for seed in range(args.seeds):   # a state of each order per seed; one compiled step each
-    c, pair = states(args.config, jax.random.split(rng, 3)[0])
-    key = jax.random.fold_in(jax.random.split(rng, 3)[1], seed)
-    for order, (state, fn) in pair.items():
-      runs[(order, seed)] = (state, steps.setdefault(order, fn), key)
+  c, pair = states(args.config, jax.random.split(rng, 3)[0])
+  runs = {(order, seed): (jax.tree.map(jnp.copy, state), fn,   # each run its own (donated)
+                          jax.random.fold_in(jax.random.split(rng, 3)[1], seed))  # state, key
+          for order, (state, fn) in pair.items() for seed in range(args.seeds)}
   data = data_lib.load(c.data, c.seed)
   per_epoch = data.steps_per_epoch(c.train.batch_size)
   seen = {run: [] for run in runs}
