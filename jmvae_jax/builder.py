@@ -41,6 +41,7 @@ def _gan_model(spec, c, objective):
       filters=tuple(g.filters), dense=g.dense, gamma=g.gamma, prior_noise=g.prior_noise,
       reconstruction=g.reconstruction, feature_layer=g.feature_layer,
       log_d=g.log_d, equilibrium=g.equilibrium, margin=g.margin,
+      pause_d_on=g.pause_d_on, order=g.order,
       instance_noise=g.instance_noise,
       conditioned=objective.gan == "conditioned",
       decoder_loss=getattr(fn, "decoder_loss", None),

@@ -80,6 +80,8 @@ class GanSpec:
   log_d: str = "plus_eps"     # log D as the authors' log(D + eps), or "exact"
   equilibrium: float = 0.0    # Larsen et al.'s balance (0: off)
   margin: float = 0.35
+  pause_d_on: str = "both"    # D pauses on its real or prior cost ("both"), or prior alone
+  order: str = "sequential"   # the decoder after the encoders (the authors'), or "simultaneous"
   instance_noise: float = 0.0  # sigma of the noise on D's inputs (0: none, the authors')
   conditioned: bool = False   # D sees w too (CVAE-GAN)
   decoder_loss: Any = None        # a user's own (model, params, batch, rng, z_prior) ->
@@ -331,7 +333,9 @@ def balance(model: GanModel, params, batch, z_prior, rng):
   costs on real images, -E log D(x), and on prior images, -E log(1 - D(x_prior)), whether
   the decoder and D update: D pauses while either cost is under equilibrium - margin (D
   far ahead), the decoder while either is over equilibrium + margin (far behind); if both
-  would pause, both update. Returns (decoder updates, D updates) as bool scalars."""
+  would pause, both update. With ``pause_d_on="fake"`` (not theirs) only the prior cost
+  pauses D: where real images are easy to tell (shapes on black), the real cost stays under
+  the threshold and their rule stops D for good. Returns (decoder updates, D updates)."""
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   k_real, k_fake = _noise_keys(rng, 2)
@@ -340,10 +344,21 @@ def balance(model: GanModel, params, batch, z_prior, rng):
   how = model.gan.log_d
   costs = jnp.stack([-jnp.mean(log_d(real, how)), -jnp.mean(log_not_d(fake, how))])
   eq, margin = model.gan.equilibrium, model.gan.margin
-  disc = ~jnp.any(costs < eq - margin)
+  judged = costs[1:] if model.gan.pause_d_on == "fake" else costs
+  disc = ~jnp.any(judged < eq - margin)
   dec = ~jnp.any(costs > eq + margin)
   neither = ~(disc | dec)
   return dec | neither, disc | neither
+
+
+def _taken(model: GanModel, params, player: str, new):
+  """``params`` with ``player``'s part, and its networks' batch-norm averages, from ``new``."""
+  out = with_player(model, params, player, player_params(model, new, player))
+  if "batch_stats" not in params:
+    return out
+  mine = {(kind, key): v for kind, nets in new["batch_stats"].items() for key, v in nets.items()
+          if owner(model, (kind, key)) == player}
+  return with_batch_stats(out, mine)
 
 
 def _kept_unless(go, new, old):
@@ -355,18 +370,25 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
   """The three updates in order, each from the parameters the previous one left; the
   randomness folded from the step, one prior-noise draw for all three. With
   ``equilibrium`` > 0, :func:`balance` (at the parameters the decoder update starts from)
-  may pause the decoder or D for this step."""
+  may pause the decoder or D for this step. With ``order="simultaneous"`` (not the
+  authors') the decoder's gradient is taken where the encoder's was, at the step's starting
+  parameters and the encoder's z draw, so that with the reconstruction alone the two
+  updates are JMVAE's own one step; D still sees the decoder's result."""
   keys = jax.random.split(jax.random.fold_in(rng, state.step), 4)
   opt = dict(state.opt_state)
   params, opt["encoder"], terms = encoder_update(
       model, loss_fn, optimizer.encoder, opt["encoder"], state.params, batch, keys[0],
       kl_weight)
-  z_prior = prior_noise(model, params, batch, keys[3])   # "from_w": the updated encoders
-  go = balance(model, params, batch, z_prior, keys[3]) if model.gan.equilibrium > 0 else None
+  simultaneous = model.gan.order == "simultaneous"
+  start = state.params if simultaneous else params
+  z_prior = prior_noise(model, start, batch, keys[3])   # "from_w": the decoder's encoders
+  go = balance(model, start, batch, z_prior, keys[3]) if model.gan.equilibrium > 0 else None
   for i, (player, update) in enumerate((("decoder", decoder_update),
                                         ("discriminator", discriminator_update))):
-    new, new_opt, player_terms = update(model, getattr(optimizer, player), opt[player], params,
-                                        batch, keys[1 + i], z_prior)
+    at, key = (start, keys[0]) if player == "decoder" and simultaneous else (params, keys[1 + i])
+    new, new_opt, player_terms = update(model, getattr(optimizer, player), opt[player], at,
+                                        batch, key, z_prior)
+    new = _taken(model, params, player, new)
     if go is not None:
       new, new_opt = _kept_unless(go[i], (new, new_opt), (params, opt[player]))
       player_terms[f"gan/updates/{player}"] = go[i].astype(jnp.float32)

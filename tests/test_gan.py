@@ -416,6 +416,11 @@ def test_the_balance_pauses_the_player_that_is_far_ahead_or_behind():
     ahead, behind = np.any(costs < eq - margin), np.any(costs > eq + margin)
     assert (not behind or ahead, not ahead or behind) == want    # the rule, in numpy
     assert (bool(got[0]), bool(got[1])) == want, (eq, margin, costs)
+    # pause_d_on="fake": only the prior images' cost says D is far ahead
+    fake_only = gan.GanModel(model.spec, dataclasses.replace(spec, pause_d_on="fake"))
+    got = gan.balance(fake_only, state.params, batch, z_prior, jax.random.PRNGKey(2))
+    ahead = costs[1] < eq - margin
+    assert (bool(got[0]), bool(got[1])) == (not behind or ahead, not ahead or behind)
   # one step with D far ahead: D and its Adam state untouched, the decoder moved
   spec = dataclasses.replace(model.gan, equilibrium=float(hi + 3.0), margin=1.0)
   tuned = gan.GanModel(model.spec, spec)
@@ -544,3 +549,41 @@ def test_with_the_reconstruction_alone_the_decoder_moves_as_in_jmvae_kls_step():
     assert not np.array_equal(got[k], before[k]), k
     np.testing.assert_allclose(got[k] - before[k], want[k] - before[k], rtol=1e-4,
                                atol=1e-6 * np.abs(want[k] - before[k]).max(), err_msg=k)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_the_simultaneous_order_with_the_reconstruction_alone_is_jmvae_kls_one_step(norm):
+  """``gan.order="simultaneous"`` against a second code path: with the decoder's loss the
+  reconstruction alone, the encoder and decoder updates of one GAN step leave every
+  encoder, every decoder and their batch-norm averages as one JMVAE-kl step of
+  ``train.train_step`` (one Adam on every network, no GAN code) from the same parameters
+  and z draw; D moves, from the decoder's result."""
+  model, loss_fn, _, state, batch = _setup(norm=norm, order="simultaneous")
+  recon = gan.GanModel(model.spec, dataclasses.replace(model.gan,
+                                                       decoder_loss=gan.reconstruction_loss))
+  adam = optax.adam(1e-3, b1=0.5)
+  opt = gan.PlayerOptimizers(recon, adam, adam, adam)
+  state = state.replace(opt_state=opt.init(state.params))
+  rng = jax.random.PRNGKey(3)
+  new, _ = gan.train_step(state, batch, rng, 0.5, model=recon, loss_fn=loss_fn, optimizer=opt)
+
+  c = shapes64.get_config("smoke")
+  c.objective.name, c.model.norm = "jmvae_kl", norm
+  kl_model, kl_loss = builder.build(c)
+  key = jax.random.split(jax.random.fold_in(rng, 0), 4)[0]    # the GAN step's encoder key
+  fixed = lambda m, p, b, r, kl_weight: kl_loss(m, p, b, key, kl_weight=kl_weight)
+  params = {k: v for k, v in state.params.items() if k != "discriminator"}
+  kl_state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=adam.init(params))
+  kl_new, _ = train.train_step(kl_state, batch, rng, 0.5, model=kl_model, loss_fn=fixed,
+                               optimizer=adam)
+  want = _leaves(kl_new.params)
+  got = _leaves({k: v for k, v in new.params.items() if k != "discriminator"})
+  before = _leaves(params)
+  assert set(want) == set(got)
+  assert any("batch_stats" in k for k in want) == (norm == "batch")
+  for k in want:
+    assert not np.array_equal(got[k], before[k]), k
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  assert not np.array_equal(_leaves(new.params["discriminator"])["['logit']['kernel']"],
+                            _leaves(state.params["discriminator"])["['logit']['kernel']"])
