@@ -280,9 +280,10 @@ def owner(model: GanModel, where) -> str:
   return "decoder" if (kind, key) == ("decoder", model.spec.x) else "encoder"
 
 
-def _update(model, optimizer, opt_state, params, player, loss):
-  """One player's optax update of ``loss(params with its part) -> (loss, terms)``; the
-  batch-norm averages of its own networks are the ones its loss left."""
+def _update(model, optimizer, opt_state, params, player, loss, into=None):
+  """One player's optax update of ``loss(params with its part) -> (loss, terms)``, written
+  into ``into`` (default ``params``, where the gradient is taken); the batch-norm averages
+  of its own networks are the ones its loss left."""
   part = player_params(model, params, player)
 
   def player_loss(q):
@@ -293,7 +294,8 @@ def _update(model, optimizer, opt_state, params, player, loss):
   (_, (terms, stats)), grads = jax.value_and_grad(player_loss, has_aux=True)(part)
   updates, opt_state = optimizer.update(grads, opt_state, part)
   terms[f"grad_norm/{player}"] = optax.tree.norm(grads)
-  new = with_player(model, params, player, optax.apply_updates(part, updates))
+  new = with_player(model, params if into is None else into, player,
+                    optax.apply_updates(part, updates))
   new = with_batch_stats(new, stats, keep=lambda where: owner(model, where) == player)
   return new, opt_state, terms
 
@@ -316,16 +318,16 @@ def encoder_update(model, loss_fn, optimizer, opt_state, params, batch, rng, kl_
                  lambda p: encoder_loss(model, loss_fn, p, batch, rng, kl_weight))
 
 
-def decoder_update(model, optimizer, opt_state, params, batch, rng, z_prior):
+def decoder_update(model, optimizer, opt_state, params, batch, rng, z_prior, into=None):
   loss = model.gan.decoder_loss or decoder_loss
   return _update(model, optimizer, opt_state, params, "decoder",
-                 lambda p: loss(model, p, batch, rng, z_prior))
+                 lambda p: loss(model, p, batch, rng, z_prior), into)
 
 
-def discriminator_update(model, optimizer, opt_state, params, batch, rng, z_prior):
+def discriminator_update(model, optimizer, opt_state, params, batch, rng, z_prior, into=None):
   loss = model.gan.discriminator_loss or discriminator_loss
   return _update(model, optimizer, opt_state, params, "discriminator",
-                 lambda p: loss(model, p, batch, rng, z_prior))
+                 lambda p: loss(model, p, batch, rng, z_prior), into)
 
 
 def balance(model: GanModel, params, batch, z_prior, rng):
@@ -349,16 +351,6 @@ def balance(model: GanModel, params, batch, z_prior, rng):
   dec = ~jnp.any(costs > eq + margin)
   neither = ~(disc | dec)
   return dec | neither, disc | neither
-
-
-def _taken(model: GanModel, params, player: str, new):
-  """``params`` with ``player``'s part, and its networks' batch-norm averages, from ``new``."""
-  out = with_player(model, params, player, player_params(model, new, player))
-  if "batch_stats" not in params:
-    return out
-  mine = {(kind, key): v for kind, nets in new["batch_stats"].items() for key, v in nets.items()
-          if owner(model, (kind, key)) == player}
-  return with_batch_stats(out, mine)
 
 
 def _kept_unless(go, new, old):
@@ -387,8 +379,7 @@ def train_step(state, batch, rng, kl_weight, *, model, loss_fn, optimizer):
                                         ("discriminator", discriminator_update))):
     at, key = (start, keys[0]) if player == "decoder" and simultaneous else (params, keys[1 + i])
     new, new_opt, player_terms = update(model, getattr(optimizer, player), opt[player], at,
-                                        batch, key, z_prior)
-    new = _taken(model, params, player, new)
+                                        batch, key, z_prior, into=params)
     if go is not None:
       new, new_opt = _kept_unless(go[i], (new, new_opt), (params, opt[player]))
       player_terms[f"gan/updates/{player}"] = go[i].astype(jnp.float32)
