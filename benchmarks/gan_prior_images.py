@@ -11,10 +11,10 @@ means (the prior's is 1); the mean pixel of images decoded at the posterior mean
 the midpoints of two of them, and at z from U(-1, 1) and N(0, I), and the share of them
 that are blank (no value above 0.15; the dimmest real shape is 0.2). For a GAN: the
 first-order change of the prior images' mean pixel under one sign step (Adam's
-direction early on) of each term of the decoder's loss, and the mean of D's input
-gradient step on those images' dark and bright pixels (what D would have them
-become). The last line is JSON; ``--png`` writes rows of posterior-mean, U(-1, 1) and
-midpoint images.
+direction early on) of each term of the decoder's loss; each term's gradient norm on
+the decoder's parameters (how hard it pulls); and the mean of D's input gradient step
+on those images' dark and bright pixels (what D would have them become). The last line
+is JSON; ``--png`` writes rows of posterior-mean, U(-1, 1) and midpoint images.
 """
 import argparse
 import json
@@ -64,11 +64,13 @@ def decoder_terms(model, params, batch, z_prior) -> dict:
 
   part = G.player_params(model, params, "decoder")
   pixel = jax.grad(lambda q: terms(q)["prior_pixel"])(part)
-  out = {}
+  out, norms = {}, {}
   for name in ("reconstruction", "d_reconstructed", "d_prior"):
     g = jax.grad(lambda q: terms(q)[name])(part)
     out[name] = float(sum(jnp.vdot(a, -jnp.sign(b)) for a, b in
                           zip(jax.tree.leaves(pixel), jax.tree.leaves(g))))
+    norms[name] = float(jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(g))))
+  out["gradient_norm"] = norms   # each term's pull on the decoder (gamma included)
   x_prior = G.fakes(model, params, batch, rng, z_prior)[2]
   grad_x = jax.grad(lambda x: -jnp.mean(G.log_d(G.judge(model, params, x, cond, k_prior),
                                                 "exact")))(x_prior)
@@ -115,8 +117,11 @@ def main():
     small = {k: v[:100] for k, v in batch.items()}
     z_prior = G.prior_noise(model, params, small, jax.random.PRNGKey(1))
     out["decoder_terms"] = decoder_terms(model, params, small, z_prior)
+    terms = out["decoder_terms"]
     print("change of the prior images' mean pixel under one sign step of each decoder term:",
-          {k: float(f"{v:.3g}") for k, v in out["decoder_terms"].items()})
+          {k: float(f"{v:.3g}") for k, v in terms.items() if k != "gradient_norm"})
+    print("the gradient norm of each decoder term on the decoder's parameters:",
+          {k: float(f"{v:.3g}") for k, v in terms["gradient_norm"].items()})
   if args.png:
     tiles = np.concatenate([np.asarray(images[k][:16]) for k in
                             ("posterior_means", "uniform", "midpoints")])
