@@ -92,9 +92,10 @@ def gan_config(filters=(64, 128, 256, 256)) -> ml_collections.ConfigDict:
   g.equilibrium = 0.0          # Larsen et al.'s balance (their code: 0.68): D pauses while its
   g.margin = 0.35              # cost on real or prior images is under equilibrium - margin,
                                # the decoder while one is over equilibrium + margin; 0: off
-  g.pause_d_on = "both"        # D pauses on either cost ("both", theirs) or on the prior
+  g.pause_d_on = "both"        # D pauses on either cost ("both", theirs), on the prior
                                # images' alone ("fake": their rule stops D for good where
-                               # real images are easy to tell)
+                               # real images are easy to tell), or on their mean ("mean": a
+                               # D that calls every image fake still trains)
   g.order = "sequential"       # "sequential": the decoder's update from the updated encoders
                                # and a z of its own (the authors'); "simultaneous": from the
                                # step's start and the encoders' z, as JMVAE's one step

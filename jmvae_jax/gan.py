@@ -80,7 +80,8 @@ class GanSpec:
   log_d: str = "plus_eps"     # log D as the authors' log(D + eps), or "exact"
   equilibrium: float = 0.0    # Larsen et al.'s balance (0: off)
   margin: float = 0.35
-  pause_d_on: str = "both"    # D pauses on its real or prior cost ("both"), or prior alone
+  pause_d_on: str = "both"    # D pauses on its real or prior cost ("both"), the prior
+                              # alone ("fake"), or their mean ("mean")
   order: str = "sequential"   # the decoder after the encoders (the authors'), or "simultaneous"
   instance_noise: float = 0.0  # sigma of the noise on D's inputs (0: none, the authors')
   conditioned: bool = False   # D sees w too (CVAE-GAN)
@@ -337,7 +338,9 @@ def balance(model: GanModel, params, batch, z_prior, rng):
   far ahead), the decoder while either is over equilibrium + margin (far behind); if both
   would pause, both update. With ``pause_d_on="fake"`` (not theirs) only the prior cost
   pauses D: where real images are easy to tell (shapes on black), the real cost stays under
-  the threshold and their rule stops D for good. Returns (decoder updates, D updates)."""
+  the threshold and their rule stops D for good. With ``"mean"`` (not theirs) the mean of
+  the two costs does: a D that calls every image fake is not ahead, and trains. Returns
+  (decoder updates, D updates)."""
   x = model.spec.x
   cond = {n: batch[n] for n in model.spec.w}
   k_real, k_fake = _noise_keys(rng, 2)
@@ -346,7 +349,8 @@ def balance(model: GanModel, params, batch, z_prior, rng):
   how = model.gan.log_d
   costs = jnp.stack([-jnp.mean(log_d(real, how)), -jnp.mean(log_not_d(fake, how))])
   eq, margin = model.gan.equilibrium, model.gan.margin
-  judged = costs[1:] if model.gan.pause_d_on == "fake" else costs
+  judged = {"both": costs, "fake": costs[1:], "mean": jnp.mean(costs, keepdims=True)}[
+      model.gan.pause_d_on]
   disc = ~jnp.any(judged < eq - margin)
   dec = ~jnp.any(costs > eq + margin)
   neither = ~(disc | dec)

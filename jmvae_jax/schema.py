@@ -125,7 +125,7 @@ GAN = {   # used by the GAN objectives (gan.py); the authors' CelebA values
     "log_d": Field("plus_eps", choices=("plus_eps", "exact")),
     "equilibrium": number_field(0.0, lambda v: v >= 0, ">= 0 (0: no balancing)"),
     "margin": number_field(0.35, lambda v: v >= 0, ">= 0"),
-    "pause_d_on": Field("both", choices=("both", "fake")),
+    "pause_d_on": Field("both", choices=("both", "fake", "mean")),
     "order": Field("sequential", choices=("sequential", "simultaneous")),
     "instance_noise": number_field(0.0, lambda v: v >= 0, ">= 0 (0: none)"),
     "decoder_optim": Field({}, "a dict of config.optim's fields", lambda v: isinstance(v, Mapping)),
