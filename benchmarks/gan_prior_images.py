@@ -81,13 +81,18 @@ def decoder_terms(model, params, batch, z_prior) -> dict:
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_args(doc: str, n: int):
+  """The flags of a probe of a trained run: --workdir, --step, --n test examples, --png."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--step", type=int, default=None, help="a checkpoint (default: the last)")
-  parser.add_argument("--n", type=int, default=500, help="test examples")
+  parser.add_argument("--n", type=int, default=n, help="test examples")
   parser.add_argument("--png", default="", help="where to draw the images")
-  args = parser.parse_args()
+  return parser.parse_args()
+
+
+def main():
+  args = probe_args(__doc__, 500)
   import jmvae_jax
   from jmvae_jax import figures
   model, params, config = jmvae_jax.load(args.workdir, args.step)
