@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import command, machine   # noqa: E402
-from benchmarks.gan_prior_images import probe_args, test_batch   # noqa: E402
+from benchmarks.gan_prior_images import load_run, probe_args, test_batch   # noqa: E402
 
 
 def box_blur(images, r: int = 1):
@@ -52,11 +52,10 @@ def edge_energy(images) -> float:
 
 def main():
   args = probe_args(__doc__, 300)
-  import jmvae_jax
   from jmvae_jax import distributions as D
   from jmvae_jax import figures
   from jmvae_jax import gan as G
-  model, params, config = jmvae_jax.load(args.workdir, args.step)
+  model, params, config, step = load_run(args.workdir, args.step)
   if not hasattr(model, "gan"):
     raise SystemExit(f"--workdir={args.workdir}: not a GAN run (no discriminator to probe)")
   batch = test_batch(config, args.n)
@@ -94,9 +93,8 @@ def main():
   if args.png:
     tiles = np.clip(np.concatenate([np.asarray(v[:12]) for v in (real, rec, prior)]), 0, 1)
     figures.write_png(args.png, figures.grid(figures.to_rgb(tiles), 12), scale=2)
-  steps = [int(d) for d in os.listdir(os.path.join(args.workdir, "checkpoints")) if d.isdigit()]
   print(json.dumps({"machine": machine(), "command": command(), "workdir": args.workdir,
-                    "step": args.step if args.step is not None else max(steps),
+                    "step": step,
                     "instance_noise": model.gan.instance_noise, "called_real": called_real,
                     **stats}))
 

@@ -91,11 +91,17 @@ def probe_args(doc: str, n: int):
   return parser.parse_args()
 
 
+def load_run(workdir: str, step):
+  """(model, params, config, step) of the run's latest checkpoint that verifies (or ``step``)."""
+  from jmvae_jax import restore
+  model, state, config = restore.load_state(workdir, step)
+  return model, state.params, config, int(state.step)
+
+
 def main():
   args = probe_args(__doc__, 500)
-  import jmvae_jax
   from jmvae_jax import figures
-  model, params, config = jmvae_jax.load(args.workdir, args.step)
+  model, params, config, step = load_run(args.workdir, args.step)
   batch = test_batch(config, args.n)
   n, dim, x = len(batch[model.spec.x]), model.spec.latent_dim, model.spec.x
   post = model.posterior(params, {k: batch[k] for k in model.spec.read})
@@ -106,8 +112,7 @@ def main():
   zs = {"posterior_means": mu, "midpoints": 0.5 * (mu + mu[pair]),
         "uniform": rng.uniform(-1, 1, (n, dim)), "normal": rng.normal(size=(n, dim))}
   images = {k: gen(jnp.asarray(z, jnp.float32)) for k, z in zs.items()}
-  steps = [int(d) for d in os.listdir(os.path.join(args.workdir, "checkpoints")) if d.isdigit()]
-  out = {"step": args.step if args.step is not None else max(steps),
+  out = {"step": step,
          "posterior_sd": [round(float(v), 3) for v in sd.mean(0)],
          "posterior_mean_spread": [round(float(v), 3) for v in mu.std(0)],
          "data": images_summary(batch[x]),

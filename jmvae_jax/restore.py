@@ -32,6 +32,13 @@ def load_trained(config, workdir: str, step: int | None = None):
 def load(workdir: str, step: int | None = None):
   """(model, params, config) of the run in ``workdir``, from its config.json and its
   latest checkpoint (or ``step``)."""
+  model, state, config = load_state(workdir, step)
+  return model, state.params, config
+
+
+def load_state(workdir: str, step: int | None = None):
+  """(model, state, config) as ``load``, the whole train state (its ``step`` the
+  checkpoint's)."""
   path = os.path.join(workdir, "config.json")
   try:
     with open(path) as f:
@@ -42,4 +49,4 @@ def load(workdir: str, step: int | None = None):
   except (OSError, ValueError) as e:
     raise ConfigError(f"{path}: cannot read the run's config ({e})") from None
   model, _, state, _ = load_trained(config, workdir, step)
-  return model, state.params, config
+  return model, state, config
