@@ -2,7 +2,8 @@
 step in flight, save it, and stop, so that running the same command again resumes there.
 
 One process: while the loop runs, SIGTERM and the first SIGINT only set a flag that the
-loop reads after each step and after each save (a signal during a save stops the run
+loop reads after each step (it keeps at most one step in flight, so the stop waits for
+one step of compute) and after each save (a signal during a save stops the run
 right after it); a second SIGINT interrupts at once, except during a save; a signal the shell set
 to be ignored (a background job's SIGINT) stays ignored. Several processes: JAX's
 preemption service (started by ``jax.distributed.initialize``) hears SIGTERM on any

@@ -244,7 +244,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, total,
           steps_per_epoch, mesh) -> dict:
   """Steps from ``start`` to ``total``: logs, evaluates and checkpoints as configured; on
-  SIGTERM or Ctrl-C, saves the step it is at and stops (preemption.py)."""
+  SIGTERM or Ctrl-C, saves the step it is at and stops (preemption.py). A step is
+  dispatched while the one before runs, never further ahead: unbounded, JAX's
+  asynchronous dispatch let the loop queue steps up to the next log, all of which a
+  SIGTERM then waited for (28 GAN steps, a minute, on 2 CPU cores)."""
   from jmvae_jax import preemption, writers
   step_rng, eval_rng = rngs
   local_batch = parallel.check_batch_size(c.train.batch_size)
@@ -264,6 +267,8 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
         weight = np.float32(builder.kl_weight(step / steps_per_epoch,
                                               c.objective.warmup_epochs))
         state, metrics = step_fn(state, inputs, step_rng, weight)
+        if history:   # at most this step in flight: a stop is heard within one step
+          jax.block_until_ready(history[-1][1])
         step += 1
         metrics["kl_weight"] = weight
         history.append((step, metrics))

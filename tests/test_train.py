@@ -490,6 +490,40 @@ def test_sigterm_saves_the_step_in_flight_and_the_rerun_ends_bit_identical(strai
     np.testing.assert_array_equal(a, np.asarray(b))
 
 
+def test_the_loop_runs_at_most_one_step_ahead_of_the_device(tmp_path, monkeypatch):
+  """JAX dispatches asynchronously: a loop that never waits queues steps far ahead of the
+  device, and a SIGTERM then waits for every queued step before the save. With each step
+  made slow on the device (a chain of matmuls after it), every step but the first two
+  is dispatched only once the step two before it has finished."""
+  real = train.jit_train_step
+
+  def slow(metrics):
+    x = jnp.full((384, 384), 1e-3) + 0.0 * metrics["loss"]
+    for _ in range(24):
+      x = jnp.tanh(x @ x + 1e-3)
+    return dict(metrics, slow=jnp.sum(x))
+
+  outputs, ready = [], []
+
+  def jit_train_step(*a, **k):
+    inner = real(*a, **k)
+    fn = jax.jit(lambda *args: (lambda s, m: (s, slow(m)))(*inner(*args)))
+
+    def step(*args):
+      if len(outputs) >= 2:
+        ready.append(all(v.is_ready() for v in outputs[-2].values()))
+      state, metrics = fn(*args)
+      outputs.append(dict(metrics))   # the loop adds to the dict it is given
+      return state, metrics
+    return step
+
+  monkeypatch.setattr(train, "jit_train_step", jit_train_step)
+  c = tiny_config(tmp_path / "data", epochs=1, checkpoint_every_steps=1000,
+                  log_every_steps=1000, eval_every_epochs=0)
+  assert train.train_and_evaluate(c, str(tmp_path / "run"))["step"] == 10
+  assert ready == [True] * 8
+
+
 def test_stop_requests_take_the_first_ctrl_c_as_a_request_and_the_second_at_once(ctrl_c_heard):
   from jmvae_jax import preemption
   before = signal.getsignal(signal.SIGINT)
