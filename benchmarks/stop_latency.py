@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 from benchmarks.common import command, machine   # noqa: E402
 
 
-LOG_EVERY = 10   # steps between logs: the progress line's steps/s times the step
+LOG_EVERY = 10   # steps between logs; a log waits for its step, so their gap times 10 steps
 
 
 def launch_cmd(workdir: str, data_dir: str, overrides: list[str]) -> list[str]:

@@ -247,7 +247,7 @@ def _loop(c, wd, data, feed, model, state, step_fn, bound, rngs, meta, start, to
   SIGTERM or Ctrl-C, saves the step it is at and stops (preemption.py). A step is
   dispatched while the one before runs, never further ahead: unbounded, JAX's
   asynchronous dispatch let the loop queue steps up to the next log, all of which a
-  SIGTERM then waited for (28 GAN steps, a minute, on 2 CPU cores)."""
+  SIGTERM then waited for (``benchmarks/stop_latency.py``)."""
   from jmvae_jax import preemption, writers
   step_rng, eval_rng = rngs
   local_batch = parallel.check_batch_size(c.train.batch_size)
