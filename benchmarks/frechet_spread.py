@@ -32,12 +32,12 @@ def distances(workdir: str, seeds) -> dict:
   for seed in seeds:
     fds = gan_metrics.frechet_distances(model, state.params, clf,
                                         data.test_batches(config.eval.batch_size), seed=seed)
-    rows[seed] = fds
+    rows[str(seed)] = fds
     print(f"{workdir} seed {seed}: prior {fds['prior']:.4g}, from w {fds['from_w']:.4g}",
           flush=True)
-  spread = {k: {"mean": float(np.mean([r[k] for r in rows.values()])),
-                "sd": float(np.std([r[k] for r in rows.values()], ddof=1))
-                if len(rows) > 1 else 0.0} for k in ("prior", "from_w")}
+  values = {k: [r[k] for r in rows.values()] for k in ("prior", "from_w")}
+  spread = {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+            for k, v in values.items()}
   return {"step": int(state.step), "by_seed": rows, "spread": spread}
 
 
@@ -51,8 +51,7 @@ def main():
   for w, r in out.items():
     print(w, " ".join(f"{k} {v['mean']:.4g} +- {v['sd']:.2g} (sd)" for k, v in r["spread"].items()))
   print(json.dumps({"machine": machine(), "command": command(), "seeds": seeds,
-                    "runs": {w: {**r, "by_seed": {str(s): v for s, v in r["by_seed"].items()}}
-                             for w, r in out.items()}}))
+                    "runs": out}))
 
 
 if __name__ == "__main__":
